@@ -1,0 +1,32 @@
+# The README's two commands: `make book` builds the site, `make test` runs every test.
+# Both create the virtual environment in .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: book test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Open _build/html/index.html in a browser."
+
+test: book
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check companion tests benchmarks book
+	$(VENV)/bin/ruff format --check companion tests benchmarks book
+
+bench: $(STAMP)
+	$(PY) benchmarks/estimators.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,245 @@
+r"""Group advantage estimators for binary-reward policy gradients.
+
+Shapes and convention (the same for every function here):
+
+=============  ===========  ==========================================================
+symbol         shape        meaning
+=============  ===========  ==========================================================
+``rewards``    ``(P, N)``   reward of sample ``i`` of prompt ``x``: P prompts, N samples
+``advantages`` ``(P, N)``   weight ``A_i`` of the score ``S_i = grad log pi(z_i | x)``
+=============  ===========  ==========================================================
+
+The gradient estimate for one prompt is :math:`\hat g = \frac1N \sum_{i=1}^N A_i S_i`, so the
+surrogate loss is ``-mean(advantages * logprobs)`` (:func:`policy_gradient_loss`).
+
+For binary rewards every estimator here has an expectation of the form
+:math:`\mathbb{E}[\hat g] = c_N(p)\,\nabla p` with :math:`p` the pass rate; each docstring says
+which objective that is the gradient of. With :math:`K = \sum_i r_i` successes:
+
+========================  ==================================  =============================
+estimator                 advantage :math:`A_i`               :math:`\mathbb{E}[\hat g]`
+========================  ==================================  =============================
+``reinforce``             :math:`r_i`                          :math:`\nabla p`
+``rloo``                  :math:`r_i - \frac{K - r_i}{N-1}`     :math:`\nabla p`
+``maxrl/divide_by_k``     :math:`N r_i / K` (0 if K = 0)        :math:`\nabla J^{(N)}`
+``maxrl/control_variate`` :math:`N r_i / K - 1` (-1 if K = 0)   :math:`\nabla J^{(N)}`
+``maxrl/algorithm1``      :math:`(r_i - \bar r)/\bar r` (0 if K = 0)  :math:`\nabla J^{(N-1)}`
+========================  ==================================  =============================
+
+Derived in: chapters 5 and 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Literal
+
+import torch
+
+from companion._checks import check_rewards
+
+AdvantageFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def reinforce(rewards: torch.Tensor) -> torch.Tensor:
+    r"""REINFORCE without a baseline: :math:`A_i = r_i`.
+
+    :math:`\mathbb{E}[\frac1N\sum_i r_i S_i] = \nabla p = \nabla J_{RL}`, for any ``N >= 1``
+    and any real rewards (then :math:`\nabla \mathbb{E}[r]`).
+
+    Parameters
+    ----------
+    rewards : Tensor, shape (P, N), floating point
+
+    Returns
+    -------
+    Tensor, shape (P, N): a copy of ``rewards``.
+
+    Derived in: chapter 5 (single-sample policy gradient), chapter 6.
+    """
+    check_rewards(rewards, method="reinforce")
+    return rewards.clone()
+
+
+def rloo(rewards: torch.Tensor) -> torch.Tensor:
+    r"""REINFORCE with the leave-one-out baseline.
+
+    .. math:: A_i = r_i - \frac{1}{N-1}\sum_{j \ne i} r_j = \frac{N}{N-1}(r_i - \bar r)
+
+    The baseline of sample ``i`` does not depend on :math:`z_i`, so
+    :math:`\mathbb{E}[\hat g] = \nabla p = \nabla J_{RL}` exactly. Needs ``N >= 2``.
+
+    Derived in: chapter 6.
+    """
+    check_rewards(rewards, min_samples=2, method="rloo")
+    num_samples = rewards.shape[1]
+    total = rewards.sum(dim=1, keepdim=True)
+    return rewards - (total - rewards) / (num_samples - 1)
+
+
+def grpo(rewards: torch.Tensor, scale: Literal["group", "none"] = "group", eps: float = 1e-6,
+         unbiased: bool = True) -> torch.Tensor:
+    r"""GRPO's group-normalised advantage.
+
+    .. math:: A_i = \frac{r_i - \bar r}{\operatorname{std}(r) + \varepsilon}
+              \quad(\texttt{scale="group"}), \qquad A_i = r_i - \bar r \quad(\texttt{"none"})
+
+    ``unbiased=True`` uses Bessel's correction (verl and TRL do); ``eps`` is 1e-6 in verl and
+    the paper's code, 1e-4 in TRL. Groups whose rewards are all equal get ``A = 0``.
+
+    Expectation for binary rewards: ``scale="none"`` (Dr. GRPO) gives
+    :math:`\frac{N-1}{N}\nabla p`, a scaled :math:`\nabla J_{RL}`. ``scale="group"`` gives
+    :math:`c_N(p)\nabla p` whose weight tends to :math:`1/\sqrt{p(1-p)}` as
+    :math:`N \to \infty`, the gradient of :math:`2\arcsin\sqrt p`; at finite ``N`` it is
+    the gradient of :math:`\int c_N(p)\,dp`, computed exactly in chapter 6. Needs ``N >= 2``.
+
+    Derived in: chapter 3 (weight), chapter 6 (exact expectation).
+    """
+    check_rewards(rewards, min_samples=2, method="grpo")
+    if scale not in ("group", "none"):
+        raise ValueError(f"grpo: scale must be 'group' or 'none', got {scale!r}")
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if scale == "none":
+        return centred
+    if not eps > 0:
+        raise ValueError(f"grpo: eps must be > 0 with scale='group' (a constant group has std 0), "
+                         f"got {eps!r}")
+    std = rewards.std(dim=1, keepdim=True, unbiased=unbiased)
+    return centred / (std + eps)
+
+
+Variant = Literal["algorithm1", "divide_by_k", "control_variate"]
+
+
+def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tensor:
+    r"""MaxRL advantages: normalise by the number of successes :math:`K` instead of :math:`N`.
+
+    ``variant="divide_by_k"`` (the paper's eq. 9): :math:`\hat g = \frac1K\sum_i r_i S_i`,
+    i.e. :math:`A_i = N r_i / K`, and 0 when :math:`K = 0`.
+    Unbiased for :math:`\nabla J^{(N)}_{\mathrm{MaxRL}} = \frac{1-(1-p)^N}{p}\nabla p`.
+
+    ``variant="control_variate"`` (eq. 10): :math:`\hat g = \sum_i (r_i/K - 1/N) S_i`,
+    i.e. :math:`A_i = N r_i / K - 1`, and :math:`A_i = -1` when :math:`K = 0` (the
+    zero-mean term :math:`-\frac1N\sum_i S_i` stays). Also unbiased for
+    :math:`\nabla J^{(N)}`.
+
+    ``variant="algorithm1"`` (the paper's Algorithm 1, what its experiments and the public
+    trainers run): :math:`A_i = (r_i - \bar r)/\bar r` with :math:`\bar r = K/N`, and 0 when
+    :math:`K = 0`. Equal to the control variate when :math:`K \ge 1`; dropping the
+    :math:`K = 0` term removes :math:`-(1-p)^{N-1}\nabla p` from the expectation, so it is
+    unbiased for :math:`\nabla J^{(N-1)}_{\mathrm{MaxRL}}`, not :math:`\nabla J^{(N)}`.
+    With ``N = 1`` it is identically zero, so ``N >= 2`` is required.
+
+    All variants need binary rewards in {0, 1}. Groups where every sample succeeds get
+    ``A = 0`` in ``algorithm1`` and ``control_variate`` (and ``A = 1`` in ``divide_by_k``).
+
+    Parameters
+    ----------
+    rewards : Tensor, shape (P, N), values in {0, 1}
+    variant : "algorithm1" | "divide_by_k" | "control_variate"
+
+    Returns
+    -------
+    Tensor, shape (P, N)
+
+    Examples
+    --------
+    >>> maxrl(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    tensor([[ 3., -1., -1., -1.]])
+
+    Derived in: chapter 5 (divide_by_k), chapter 6 (control_variate, algorithm1).
+    """
+    if variant not in ("algorithm1", "divide_by_k", "control_variate"):
+        raise ValueError(f"maxrl: variant must be 'algorithm1', 'divide_by_k' or "
+                         f"'control_variate', got {variant!r}")
+    check_rewards(rewards, binary=True, method=f"maxrl(variant={variant!r})")
+    if variant == "algorithm1" and rewards.shape[1] == 1:
+        raise ValueError("maxrl(variant='algorithm1'): with N = 1 sample per prompt the "
+                         "advantage (r - mean)/mean is identically zero (no learning signal); "
+                         "use N >= 2, or variant='divide_by_k' which equals REINFORCE at N = 1")
+    num_samples = rewards.shape[1]
+    successes = rewards.sum(dim=1, keepdim=True)  # K, shape (P, 1)
+    any_success = successes > 0
+    scaled = num_samples * rewards / successes.clamp_min(1.0)  # N r_i / K, 0 when K = 0
+    if variant == "divide_by_k":
+        return scaled
+    if variant == "control_variate":
+        return scaled - 1.0
+    return torch.where(any_success, scaled - 1.0, torch.zeros_like(rewards))
+
+
+#: Advantage functions by name, each mapping rewards (P, N) to advantages (P, N).
+ADVANTAGES: dict[str, AdvantageFn] = {
+    "reinforce": reinforce,
+    "rloo": rloo,
+    "grpo": grpo,
+    "dr_grpo": partial(grpo, scale="none"),
+    "maxrl": maxrl,
+    "maxrl_divide_by_k": partial(maxrl, variant="divide_by_k"),
+    "maxrl_control_variate": partial(maxrl, variant="control_variate"),
+}
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
+                         mask: torch.Tensor | None = None,
+                         aggregation: Literal["sequence", "token_mean"] = "sequence",
+                         ) -> torch.Tensor:
+    r"""Surrogate loss whose gradient is the policy-gradient estimate.
+
+    Sequence log-probabilities, ``logprobs`` of shape ``(P, N)``:
+
+    .. math:: L = -\frac{1}{PN}\sum_{x,i} A_{x,i}\,\log\pi(z_{x,i}\mid x)
+
+    Token log-probabilities, ``logprobs`` of shape ``(P, N, L)`` with ``mask`` ``(P, N, L)``
+    (1 for generated tokens, 0 for padding); the advantage of a sequence is copied to its
+    tokens.
+
+    * ``aggregation="sequence"``: sum over tokens (the sequence log-probability), mean over
+      the P*N sequences. Same gradient as the 2-D form, so the book's unbiasedness results hold.
+    * ``aggregation="token_mean"``: divide by the number of unmasked tokens in the batch, as
+      the paper's LLM runs and most trainers do; longer sequences then weigh more.
+
+    ``advantages`` are treated as constants (detached). Returns a scalar tensor.
+
+    Derived in: chapter 5 (the surrogate), chapter 10 (token aggregation).
+    """
+    if not isinstance(logprobs, torch.Tensor) or not isinstance(advantages, torch.Tensor):
+        raise TypeError("policy_gradient_loss: logprobs and advantages must be torch tensors")
+    if advantages.ndim != 2:
+        raise ValueError(f"policy_gradient_loss: advantages must have shape (P, N), got "
+                         f"{tuple(advantages.shape)}")
+    if logprobs.device != advantages.device:
+        raise ValueError(f"policy_gradient_loss: logprobs on {logprobs.device} but advantages on "
+                         f"{advantages.device}; move them to the same device")
+    if not bool(torch.isfinite(advantages).all()):
+        raise ValueError("policy_gradient_loss: advantages contain NaN or infinite values")
+    advantages = advantages.detach().to(logprobs.dtype)
+    if logprobs.ndim == 2:
+        if mask is not None:
+            raise ValueError("policy_gradient_loss: mask is only for token log-probs (P, N, L)")
+        if logprobs.shape != advantages.shape:
+            raise ValueError(f"policy_gradient_loss: logprobs {tuple(logprobs.shape)} and "
+                             f"advantages {tuple(advantages.shape)} must have the same shape")
+        return -(advantages * logprobs).mean()
+    if logprobs.ndim != 3 or logprobs.shape[:2] != advantages.shape:
+        raise ValueError(f"policy_gradient_loss: expected logprobs (P, N) or (P, N, L) matching "
+                         f"advantages {tuple(advantages.shape)}, got {tuple(logprobs.shape)}")
+    if mask is None:
+        mask = torch.ones_like(logprobs)
+    if mask.shape != logprobs.shape:
+        raise ValueError(f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
+                         f"{tuple(logprobs.shape)}")
+    if mask.device != logprobs.device:
+        raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
+    mask = mask.to(logprobs.dtype)
+    weighted = advantages[..., None] * logprobs * mask  # (P, N, L)
+    if aggregation == "sequence":
+        return -weighted.sum(-1).mean()
+    if aggregation == "token_mean":
+        tokens = mask.sum()
+        if not tokens > 0:
+            raise ValueError("policy_gradient_loss: mask selects no tokens")
+        return -weighted.sum() / tokens
+    raise ValueError(f"policy_gradient_loss: aggregation must be 'sequence' or 'token_mean', "
+                     f"got {aggregation!r}")
