@@ -1,0 +1,64 @@
+"""Restart and run notebooks in place, so that their stored outputs are fresh and in order.
+
+    python scripts/execute_notebooks.py book/01_running_example.ipynb [more.ipynb ...]
+    python scripts/execute_notebooks.py --all        # every notebook listed in _toc.yml
+
+Each notebook runs in a fresh kernel from the project root's Python (the one running this
+script), with the working directory set to the notebook's folder. A cell error stops that
+notebook and is reported; nothing is written for it. Prints the execution time of each notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import nbclient
+import nbformat
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def toc_notebooks() -> list[pathlib.Path]:
+    """Notebooks listed in ``_toc.yml``, in book order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [entry["file"] for entry in toc.get("chapters", [])]
+    return [ROOT / f"{name}.ipynb" for name in files if (ROOT / f"{name}.ipynb").exists()]
+
+
+def execute(path: pathlib.Path, timeout: int) -> float:
+    """Execute one notebook in place; return the wall time in seconds."""
+    notebook = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    elapsed = time.perf_counter() - start
+    nbformat.write(notebook, path)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=pathlib.Path)
+    parser.add_argument("--all", action="store_true", help="every notebook in _toc.yml")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
+    args = parser.parse_args(argv)
+    paths = toc_notebooks() if args.all else args.notebooks
+    if not paths:
+        parser.error("name notebooks or pass --all")
+    failed = 0
+    for path in paths:
+        try:
+            print(f"{path.name}: {execute(path.resolve(), args.timeout):.1f} s", flush=True)
+        except nbclient.exceptions.CellExecutionError as error:
+            failed += 1
+            print(f"{path.name}: FAILED\n{str(error)[:2000]}", file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

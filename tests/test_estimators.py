@@ -1,0 +1,259 @@
+"""Advantage estimators: loop specs (hypothesis), exact expectations, published cases, errors."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from companion.estimators import (
+    ADVANTAGES,
+    grpo,
+    maxrl,
+    policy_gradient_loss,
+    reinforce,
+    rloo,
+)
+from companion.exact import gradient_moments, pass_rate_and_gradient
+from companion.objectives import weight
+
+# ---------------------------------------------------------------- loop specs, one group at a time
+
+
+def spec_rloo(group: list[float]) -> list[float]:
+    n = len(group)
+    return [r - sum(group[j] for j in range(n) if j != i) / (n - 1) for i, r in enumerate(group)]
+
+
+def spec_grpo(group: list[float], scale: str, eps: float, unbiased: bool) -> list[float]:
+    n = len(group)
+    mean = sum(group) / n
+    if scale == "none":
+        return [r - mean for r in group]
+    var = sum((r - mean) ** 2 for r in group) / (n - 1 if unbiased else n)
+    return [(r - mean) / (math.sqrt(var) + eps) for r in group]
+
+
+def spec_maxrl(group: list[float], variant: str) -> list[float]:
+    n, k = len(group), sum(group)
+    if variant == "divide_by_k":  # (1/K) sum r_i S_i == (1/N) sum A_i S_i
+        return [n * r / k if k else 0.0 for r in group]
+    if variant == "control_variate":  # sum (r_i/K - 1/N) S_i
+        return [n * (r / k - 1 / n) if k else -1.0 for r in group]
+    mean = k / n
+    return [(r - mean) / mean if k else 0.0 for r in group]
+
+
+def rows(spec, rewards, **kwargs):
+    return torch.tensor([spec(row, **kwargs) for row in rewards.tolist()], dtype=torch.float64)
+
+
+def reward_batches(binary: bool, min_n: int = 1):
+    values = st.sampled_from([0.0, 1.0]) if binary else st.floats(-5, 5, allow_nan=False)
+    return st.integers(1, 6).flatmap(
+        lambda p: st.integers(min_n, 9).flatmap(
+            lambda n: st.lists(
+                st.lists(values, min_size=n, max_size=n), min_size=p, max_size=p
+            ).map(lambda data: torch.tensor(data, dtype=torch.float64))
+        )
+    )
+
+
+@given(reward_batches(binary=False, min_n=2))
+def test_rloo_matches_loop_spec(rewards):
+    torch.testing.assert_close(rloo(rewards), rows(spec_rloo, rewards))
+
+
+@given(
+    reward_batches(binary=False, min_n=2),
+    st.sampled_from(["group", "none"]),
+    st.sampled_from([1e-6, 1e-4]),
+    st.booleans(),
+)
+def test_grpo_matches_loop_spec(rewards, scale, eps, unbiased):
+    expected = rows(spec_grpo, rewards, scale=scale, eps=eps, unbiased=unbiased)
+    torch.testing.assert_close(grpo(rewards, scale=scale, eps=eps, unbiased=unbiased), expected)
+
+
+@given(reward_batches(binary=True, min_n=2), st.sampled_from(["algorithm1", "divide_by_k",
+                                                              "control_variate"]))
+def test_maxrl_matches_loop_spec(rewards, variant):
+    torch.testing.assert_close(maxrl(rewards, variant), rows(spec_maxrl, rewards, variant=variant))
+
+
+@given(reward_batches(binary=False))
+def test_reinforce_is_the_reward(rewards):
+    out = reinforce(rewards)
+    torch.testing.assert_close(out, rewards)
+    assert out.data_ptr() != rewards.data_ptr()
+
+
+# ---------------------------------------------------------------------- published and edge cases
+
+
+def test_published_maxrl_case_and_constant_groups():
+    torch.testing.assert_close(maxrl(torch.tensor([[1.0, 0.0, 0.0, 0.0]])),
+                               torch.tensor([[3.0, -1.0, -1.0, -1.0]]))
+    assert torch.equal(maxrl(torch.zeros(3, 8)), torch.zeros(3, 8))
+    assert torch.equal(maxrl(torch.ones(3, 8)), torch.zeros(3, 8))
+    assert torch.equal(maxrl(torch.zeros(2, 4), "control_variate"), -torch.ones(2, 4))
+    assert torch.equal(grpo(torch.ones(2, 5)), torch.zeros(2, 5))
+
+
+def test_algorithm1_equals_control_variate_when_some_sample_succeeds():
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    torch.testing.assert_close(maxrl(rewards), maxrl(rewards, "control_variate"))
+
+
+def test_dtype_and_device_are_kept():
+    rewards = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.bfloat16)
+    for name, fn in ADVANTAGES.items():
+        out = fn(rewards)
+        assert out.dtype == torch.bfloat16 and out.device == rewards.device, name
+
+
+# ------------------------------------------------- exact expectations: the documented objectives
+
+
+def random_policies():
+    generator = torch.Generator().manual_seed(2026)
+    for num_outputs in range(2, 6):
+        for _ in range(3):
+            logits = torch.randn(num_outputs, generator=generator, dtype=torch.float64) * 1.5
+            success = torch.rand(num_outputs, generator=generator) < 0.5
+            success[0] = True  # at least one correct output
+            if bool(success.all()):
+                success[-1] = False
+            yield logits, success
+
+
+def expected_weight(name: str, p: float, n: int) -> float:
+    """The documented c_N(p) with E[g] = c_N(p) grad p."""
+    if name in ("reinforce", "rloo"):
+        return 1.0
+    if name == "dr_grpo":
+        return (n - 1) / n
+    if name in ("maxrl_divide_by_k", "maxrl_control_variate"):
+        return weight("maxrl", p, n)
+    if name == "maxrl":
+        return weight("maxrl", p, n - 1) if n > 1 else 0.0
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "rloo", "dr_grpo", "maxrl",
+                                  "maxrl_divide_by_k", "maxrl_control_variate"])
+def test_expectation_is_the_documented_gradient(name):
+    for logits, success in random_policies():
+        p, grad_p = pass_rate_and_gradient(logits, success)
+        for n in range(1, 9):
+            if n == 1 and name in ("rloo", "dr_grpo", "maxrl"):
+                continue
+            mean, _ = gradient_moments(logits, success, n, ADVANTAGES[name])
+            target = expected_weight(name, p, n) * grad_p
+            assert torch.allclose(mean, target, atol=1e-9, rtol=0), (name, n, p)
+
+
+def test_grpo_expectation_tends_to_its_weight_function():
+    logits = torch.tensor([0.0, 1.2], dtype=torch.float64)
+    success = torch.tensor([True, False])
+    p, grad_p = pass_rate_and_gradient(logits, success)
+    mean, _ = gradient_moments(logits, success, 512, ADVANTAGES["grpo"])
+    ratio = float(mean @ grad_p / (grad_p @ grad_p))
+    assert ratio == pytest.approx(weight("grpo", p), rel=0.02)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("name", sorted(ADVANTAGES))
+def test_bad_shapes_and_values_raise(name):
+    fn = ADVANTAGES[name]
+    with pytest.raises(ValueError, match=r"\(P, N\)"):
+        fn(torch.tensor([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        fn(torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="NaN"):
+        fn(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(TypeError, match="floating"):
+        fn(torch.tensor([[1, 0]]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fn([[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("name", ["rloo", "grpo", "dr_grpo", "maxrl"])
+def test_methods_that_need_two_samples_refuse_one(name):
+    with pytest.raises(ValueError, match="N = "):
+        ADVANTAGES[name](torch.tensor([[1.0], [0.0]]))
+
+
+def test_algorithm1_with_one_sample_says_it_is_zero():
+    with pytest.raises(ValueError, match="identically zero"):
+        maxrl(torch.tensor([[1.0]]))
+
+
+@pytest.mark.parametrize("variant", ["algorithm1", "divide_by_k", "control_variate"])
+def test_maxrl_rejects_non_binary_rewards(variant):
+    with pytest.raises(ValueError, match=r"\{0, 1\}"):
+        maxrl(torch.tensor([[0.5, 0.0, 1.0]]), variant)
+    with pytest.raises(ValueError, match="variant"):
+        maxrl(torch.tensor([[1.0, 0.0]]), "mean")
+
+
+def test_grpo_rejects_bad_options():
+    with pytest.raises(ValueError, match="eps"):
+        grpo(torch.tensor([[1.0, 1.0]]), eps=0.0)
+    with pytest.raises(ValueError, match="scale"):
+        grpo(torch.tensor([[1.0, 0.0]]), scale="batch")
+
+
+# ---------------------------------------------------------------------- policy_gradient_loss
+
+
+def test_loss_gradient_is_the_estimator():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)  # (P, M)
+    samples = torch.multinomial(torch.softmax(logits, -1).detach(), 6, replacement=True)  # (P, N)
+    rewards = (samples == 0).double()
+    advantages = maxrl(rewards, "control_variate")
+    logprobs = torch.log_softmax(logits, -1).gather(1, samples)  # (P, N)
+    policy_gradient_loss(logprobs, advantages).backward()
+    # Spec: -(1/(P N)) sum_x sum_i A_i (e_{z_i} - pi).
+    probs = torch.softmax(logits, -1).detach()
+    expected = torch.zeros_like(probs)
+    for x in range(4):
+        for i in range(6):
+            score = -probs[x].clone()
+            score[samples[x, i]] += 1
+            expected[x] -= advantages[x, i] * score / (4 * 6)
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_token_aggregations():
+    advantages = torch.tensor([[1.0, -1.0]])
+    token_logprobs = torch.tensor([[[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]]], requires_grad=True)
+    mask = torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]])
+    sequence = policy_gradient_loss(token_logprobs, advantages, mask)
+    sequence_logprobs = (token_logprobs * mask).sum(-1)
+    assert torch.allclose(sequence, policy_gradient_loss(sequence_logprobs, advantages))
+    token_mean = policy_gradient_loss(token_logprobs, advantages, mask, aggregation="token_mean")
+    assert token_mean.item() == pytest.approx(-(1 * -6 + -1 * -2) / 5)
+
+
+def test_loss_rejects_bad_input():
+    lp = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="same shape"):
+        policy_gradient_loss(lp, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        policy_gradient_loss(lp, torch.full((2, 3), float("inf")))
+    with pytest.raises(ValueError, match="no tokens"):
+        policy_gradient_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3), torch.zeros(2, 3, 4),
+                             aggregation="token_mean")
+    with pytest.raises(ValueError, match="aggregation"):
+        policy_gradient_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3), aggregation="sum")
+    with pytest.raises(ValueError, match="mask"):
+        policy_gradient_loss(lp, torch.zeros(2, 3), mask=torch.ones(2, 3))
+    with pytest.raises(TypeError):
+        policy_gradient_loss([0.0], torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="same device"):
+        policy_gradient_loss(torch.zeros(2, 3, device="meta"), torch.zeros(2, 3))
