@@ -48,14 +48,18 @@ def check_rewards(rewards: object, *, min_samples: int = 1, binary: bool = False
         raise ValueError(
             f"{method}: needs at least N = {min_samples} samples per prompt, got N = {num_samples}"
         )
-    if not bool(torch.isfinite(rewards).all()):
+    if binary:
+        # r (1 - r) == 0 holds exactly for r in {0, 1} and fails for NaN and inf: one check.
+        if not bool((rewards * (1 - rewards) == 0).all()):
+            bad = rewards[(rewards != 0) & (rewards != 1)]
+            if not bool(torch.isfinite(bad).all()):
+                raise ValueError(f"{method}: rewards contain NaN or infinite values")
+            raise ValueError(
+                f"{method}: assumes binary rewards in {{0, 1}}, got e.g. {float(bad[0]):g}; "
+                "threshold a verifier's score into 0/1 first"
+            )
+    elif not bool(torch.isfinite(rewards).all()):
         raise ValueError(f"{method}: rewards contain NaN or infinite values")
-    if binary and not bool(((rewards == 0) | (rewards == 1)).all()):
-        bad = rewards[(rewards != 0) & (rewards != 1)]
-        raise ValueError(
-            f"{method}: assumes binary rewards in {{0, 1}}, got e.g. {float(bad[0]):g}; "
-            "threshold a verifier's score into 0/1 first"
-        )
     return rewards
 
 
