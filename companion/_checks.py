@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 
-def check_rewards(rewards: object, *, min_samples: int = 1, binary: bool = False,
-                  method: str = "this estimator") -> torch.Tensor:
+def check_rewards(
+    rewards: object, *, min_samples: int = 1, binary: bool = False, method: str = "this estimator"
+) -> torch.Tensor:
     """Check a reward tensor of shape ``(P, N)`` and return it unchanged.
 
     Raises
@@ -87,7 +88,7 @@ def check_probability(p: object, name: str = "p"):
             f"{name} must be a float, a numpy array or a torch tensor, got {type(p).__name__}"
         )
     if not finite:
-        raise ValueError(f"{name} contains NaN or infinite values; expected probabilities in [0, 1]")
+        raise ValueError(f"{name} contains NaN or infinite values; expected values in [0, 1]")
     if low < 0 or high > 1:
         raise ValueError(f"{name} must lie in [0, 1], got values in [{low:g}, {high:g}]")
     return value, kind

@@ -78,8 +78,12 @@ def rloo(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - (total - rewards) / (num_samples - 1)
 
 
-def grpo(rewards: torch.Tensor, scale: Literal["group", "none"] = "group", eps: float = 1e-6,
-         unbiased: bool = True) -> torch.Tensor:
+def grpo(
+    rewards: torch.Tensor,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+    unbiased: bool = True,
+) -> torch.Tensor:
     r"""GRPO's group-normalised advantage.
 
     .. math:: A_i = \frac{r_i - \bar r}{\operatorname{std}(r) + \varepsilon}
@@ -103,8 +107,9 @@ def grpo(rewards: torch.Tensor, scale: Literal["group", "none"] = "group", eps: 
     if scale == "none":
         return centred
     if not eps > 0:
-        raise ValueError(f"grpo: eps must be > 0 with scale='group' (a constant group has std 0), "
-                         f"got {eps!r}")
+        raise ValueError(
+            f"grpo: eps must be > 0 with scale='group' (a constant group has std 0), got {eps!r}"
+        )
     std = rewards.std(dim=1, keepdim=True, unbiased=unbiased)
     return centred / (std + eps)
 
@@ -151,13 +156,17 @@ def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tenso
     Derived in: chapter 5 (divide_by_k), chapter 6 (control_variate, algorithm1).
     """
     if variant not in ("algorithm1", "divide_by_k", "control_variate"):
-        raise ValueError(f"maxrl: variant must be 'algorithm1', 'divide_by_k' or "
-                         f"'control_variate', got {variant!r}")
+        raise ValueError(
+            f"maxrl: variant must be 'algorithm1', 'divide_by_k' or "
+            f"'control_variate', got {variant!r}"
+        )
     check_rewards(rewards, binary=True, method=f"maxrl(variant={variant!r})")
     if variant == "algorithm1" and rewards.shape[1] == 1:
-        raise ValueError("maxrl(variant='algorithm1'): with N = 1 sample per prompt the "
-                         "advantage (r - mean)/mean is identically zero (no learning signal); "
-                         "use N >= 2, or variant='divide_by_k' which equals REINFORCE at N = 1")
+        raise ValueError(
+            "maxrl(variant='algorithm1'): with N = 1 sample per prompt the "
+            "advantage (r - mean)/mean is identically zero (no learning signal); "
+            "use N >= 2, or variant='divide_by_k' which equals REINFORCE at N = 1"
+        )
     num_samples = rewards.shape[1]
     successes = rewards.sum(dim=1, keepdim=True)  # K, shape (P, 1)
     any_success = successes > 0
@@ -181,10 +190,12 @@ ADVANTAGES: dict[str, AdvantageFn] = {
 }
 
 
-def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
-                         mask: torch.Tensor | None = None,
-                         aggregation: Literal["sequence", "token_mean"] = "sequence",
-                         ) -> torch.Tensor:
+def policy_gradient_loss(
+    logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    aggregation: Literal["sequence", "token_mean"] = "sequence",
+) -> torch.Tensor:
     r"""Surrogate loss whose gradient is the policy-gradient estimate.
 
     Sequence log-probabilities, ``logprobs`` of shape ``(P, N)``:
@@ -207,11 +218,15 @@ def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
     if not isinstance(logprobs, torch.Tensor) or not isinstance(advantages, torch.Tensor):
         raise TypeError("policy_gradient_loss: logprobs and advantages must be torch tensors")
     if advantages.ndim != 2:
-        raise ValueError(f"policy_gradient_loss: advantages must have shape (P, N), got "
-                         f"{tuple(advantages.shape)}")
+        raise ValueError(
+            f"policy_gradient_loss: advantages must have shape (P, N), got "
+            f"{tuple(advantages.shape)}"
+        )
     if logprobs.device != advantages.device:
-        raise ValueError(f"policy_gradient_loss: logprobs on {logprobs.device} but advantages on "
-                         f"{advantages.device}; move them to the same device")
+        raise ValueError(
+            f"policy_gradient_loss: logprobs on {logprobs.device} but advantages on "
+            f"{advantages.device}; move them to the same device"
+        )
     if not bool(torch.isfinite(advantages).all()):
         raise ValueError("policy_gradient_loss: advantages contain NaN or infinite values")
     advantages = advantages.detach().to(logprobs.dtype)
@@ -219,17 +234,23 @@ def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
         if mask is not None:
             raise ValueError("policy_gradient_loss: mask is only for token log-probs (P, N, L)")
         if logprobs.shape != advantages.shape:
-            raise ValueError(f"policy_gradient_loss: logprobs {tuple(logprobs.shape)} and "
-                             f"advantages {tuple(advantages.shape)} must have the same shape")
+            raise ValueError(
+                f"policy_gradient_loss: logprobs {tuple(logprobs.shape)} and "
+                f"advantages {tuple(advantages.shape)} must have the same shape"
+            )
         return -(advantages * logprobs).mean()
     if logprobs.ndim != 3 or logprobs.shape[:2] != advantages.shape:
-        raise ValueError(f"policy_gradient_loss: expected logprobs (P, N) or (P, N, L) matching "
-                         f"advantages {tuple(advantages.shape)}, got {tuple(logprobs.shape)}")
+        raise ValueError(
+            f"policy_gradient_loss: expected logprobs (P, N) or (P, N, L) matching "
+            f"advantages {tuple(advantages.shape)}, got {tuple(logprobs.shape)}"
+        )
     if mask is None:
         mask = torch.ones_like(logprobs)
     if mask.shape != logprobs.shape:
-        raise ValueError(f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
-                         f"{tuple(logprobs.shape)}")
+        raise ValueError(
+            f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
+            f"{tuple(logprobs.shape)}"
+        )
     if mask.device != logprobs.device:
         raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
     mask = mask.to(logprobs.dtype)
@@ -241,5 +262,6 @@ def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
         if not tokens > 0:
             raise ValueError("policy_gradient_loss: mask selects no tokens")
         return -weighted.sum() / tokens
-    raise ValueError(f"policy_gradient_loss: aggregation must be 'sequence' or 'token_mean', "
-                     f"got {aggregation!r}")
+    raise ValueError(
+        f"policy_gradient_loss: aggregation must be 'sequence' or 'token_mean', got {aggregation!r}"
+    )

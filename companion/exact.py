@@ -32,18 +32,22 @@ def _check_policy(logits: torch.Tensor, success: torch.Tensor) -> tuple[torch.Te
     if not isinstance(logits, torch.Tensor) or not isinstance(success, torch.Tensor):
         raise TypeError("logits and success must be torch tensors")
     if logits.ndim != 1 or logits.numel() < 2:
-        raise ValueError(f"logits must have shape (M,) with M >= 2 outputs, got "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must have shape (M,) with M >= 2 outputs, got {tuple(logits.shape)}"
+        )
     if success.shape != logits.shape or success.dtype != torch.bool:
-        raise ValueError(f"success must be a bool tensor of shape {tuple(logits.shape)}, got "
-                         f"{success.dtype} {tuple(success.shape)}")
+        raise ValueError(
+            f"success must be a bool tensor of shape {tuple(logits.shape)}, got "
+            f"{success.dtype} {tuple(success.shape)}"
+        )
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or infinite values")
     return logits.detach().double().cpu(), success.cpu()
 
 
-def pass_rate_and_gradient(logits: torch.Tensor, success: torch.Tensor
-                           ) -> tuple[float, torch.Tensor]:
+def pass_rate_and_gradient(
+    logits: torch.Tensor, success: torch.Tensor
+) -> tuple[float, torch.Tensor]:
     r"""Pass rate :math:`p = \sum_{j \in S}\pi_j` and its gradient w.r.t. the logits.
 
     .. math:: \frac{\partial p}{\partial\theta_m} = \pi_m\,(\mathbb 1[m \in S] - p)
@@ -74,9 +78,12 @@ def compositions(total: int, parts: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def gradient_moments(logits: torch.Tensor, success: torch.Tensor, n_samples: int,
-                     advantage_fn: Callable[[torch.Tensor], torch.Tensor]
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_moments(
+    logits: torch.Tensor,
+    success: torch.Tensor,
+    n_samples: int,
+    advantage_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Exact mean and covariance of :math:`\hat g = \frac1N\sum_i A_i S_{z_i}`.
 
     Parameters
@@ -105,12 +112,17 @@ def gradient_moments(logits: torch.Tensor, success: torch.Tensor, n_samples: int
     num_outputs = logits.numel()
     count = math.comb(n_samples + num_outputs - 1, num_outputs - 1)
     if count > MAX_COMPOSITIONS:
-        raise ValueError(f"gradient_moments: {count} count vectors for M = {num_outputs}, "
-                         f"N = {n_samples}; at most {MAX_COMPOSITIONS} are enumerated")
+        raise ValueError(
+            f"gradient_moments: {count} count vectors for M = {num_outputs}, "
+            f"N = {n_samples}; at most {MAX_COMPOSITIONS} are enumerated"
+        )
     counts = compositions(n_samples, num_outputs)  # (C, M)
     log_probs = torch.log_softmax(logits, dim=0)
-    log_weight = (math.lgamma(n_samples + 1) - torch.lgamma(counts.double() + 1).sum(1)
-                  + (counts.double() * log_probs).sum(1))  # (C,)
+    log_weight = (
+        math.lgamma(n_samples + 1)
+        - torch.lgamma(counts.double() + 1).sum(1)
+        + (counts.double() * log_probs).sum(1)
+    )  # (C,)
     weight = torch.exp(log_weight)
     # One canonical sequence per count vector: outputs in index order.
     outputs = torch.repeat_interleave(
@@ -120,8 +132,10 @@ def gradient_moments(logits: torch.Tensor, success: torch.Tensor, n_samples: int
     advantages = _apply(advantage_fn, rewards)
     flipped = _apply(advantage_fn, rewards.flip(1)).flip(1)
     if not torch.allclose(advantages, flipped, atol=1e-10, rtol=1e-10):
-        raise ValueError("gradient_moments: advantage_fn must treat the N samples "
-                         "symmetrically (reordering a group must reorder its advantages)")
+        raise ValueError(
+            "gradient_moments: advantage_fn must treat the N samples "
+            "symmetrically (reordering a group must reorder its advantages)"
+        )
     # sum_i A_i e_{z_i}: advantage mass on each output, minus (sum_i A_i) pi.
     probs = torch.softmax(logits, dim=0)
     on_output = torch.zeros(counts.shape[0], num_outputs, dtype=torch.float64)

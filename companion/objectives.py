@@ -112,8 +112,10 @@ def j_ml(p: PassRate) -> PassRate:
 def _gauss_legendre(xp, like):
     nodes, weights = np.polynomial.legendre.leggauss(_GAUSS_NODES)
     if xp is torch:
-        return (torch.as_tensor(nodes, dtype=torch.float64, device=like.device),
-                torch.as_tensor(weights, dtype=torch.float64, device=like.device))
+        return (
+            torch.as_tensor(nodes, dtype=torch.float64, device=like.device),
+            torch.as_tensor(weights, dtype=torch.float64, device=like.device),
+        )
     return nodes, weights
 
 
@@ -230,8 +232,10 @@ def weight(method: Method, p: PassRate, T: int | float | None = None) -> PassRat
         return _out(xp.ones_like(value), kind)
     if method == "grpo":
         if bool(((value == 0) | (value == 1)).any()):
-            raise ValueError("weight('grpo'): 1/sqrt(p(1-p)) is infinite at p = 0 and p = 1; "
-                             "expected p in (0, 1)")
+            raise ValueError(
+                "weight('grpo'): 1/sqrt(p(1-p)) is infinite at p = 0 and p = 1; "
+                "expected p in (0, 1)"
+            )
         return _out(1.0 / xp.sqrt(value * (1.0 - value)), kind)
     if method == "ml" or (method == "maxrl" and T == math.inf):
         if method == "maxrl":

@@ -22,10 +22,14 @@ def _as_counts(value, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
-                                   or (np.issubdtype(array.dtype, np.floating)
-                                       and np.all(np.isfinite(array))
-                                       and np.all(array == np.round(array)))):
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer)
+        or (
+            np.issubdtype(array.dtype, np.floating)
+            and np.all(np.isfinite(array))
+            and np.all(array == np.round(array))
+        )
+    ):
         raise TypeError(f"estimate_pass_at_k: {name} must hold whole numbers, got {value!r}")
     return array.astype(np.int64)
 
@@ -55,8 +59,10 @@ def estimate_pass_at_k(n, c, k: int):
     scalar = isinstance(n, numbers.Integral) and isinstance(c, numbers.Integral)
     n_arr, c_arr = np.broadcast_arrays(_as_counts(n, "n"), _as_counts(c, "c"))
     if n_arr.size and (n_arr < k).any():
-        raise ValueError(f"estimate_pass_at_k: k = {k} exceeds the number of samples "
-                         f"n = {int(n_arr.min())}; the unbiased estimator needs n >= k")
+        raise ValueError(
+            f"estimate_pass_at_k: k = {k} exceeds the number of samples "
+            f"n = {int(n_arr.min())}; the unbiased estimator needs n >= k"
+        )
     if n_arr.size and ((c_arr < 0) | (c_arr > n_arr)).any():
         raise ValueError("estimate_pass_at_k: c must satisfy 0 <= c <= n")
     failures = n_arr - c_arr

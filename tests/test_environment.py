@@ -1,4 +1,4 @@
-"""environment.yml lists exactly pyproject's dependencies and the book and test extras."""
+"""environment.yml lists exactly pyproject's dependencies and its book, scale and test extras."""
 
 import pathlib
 import tomllib
@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def pyproject_requirements() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return project["dependencies"] + extras["book"] + extras["test"]
+    return project["dependencies"] + extras["book"] + extras["scale"] + extras["test"]
 
 
 def environment_pip_requirements() -> tuple[list[str], list[str]]:

@@ -76,8 +76,10 @@ def test_grpo_matches_loop_spec(rewards, scale, eps, unbiased):
     torch.testing.assert_close(grpo(rewards, scale=scale, eps=eps, unbiased=unbiased), expected)
 
 
-@given(reward_batches(binary=True, min_n=2), st.sampled_from(["algorithm1", "divide_by_k",
-                                                              "control_variate"]))
+@given(
+    reward_batches(binary=True, min_n=2),
+    st.sampled_from(["algorithm1", "divide_by_k", "control_variate"]),
+)
 def test_maxrl_matches_loop_spec(rewards, variant):
     torch.testing.assert_close(maxrl(rewards, variant), rows(spec_maxrl, rewards, variant=variant))
 
@@ -93,8 +95,9 @@ def test_reinforce_is_the_reward(rewards):
 
 
 def test_published_maxrl_case_and_constant_groups():
-    torch.testing.assert_close(maxrl(torch.tensor([[1.0, 0.0, 0.0, 0.0]])),
-                               torch.tensor([[3.0, -1.0, -1.0, -1.0]]))
+    torch.testing.assert_close(
+        maxrl(torch.tensor([[1.0, 0.0, 0.0, 0.0]])), torch.tensor([[3.0, -1.0, -1.0, -1.0]])
+    )
     assert torch.equal(maxrl(torch.zeros(3, 8)), torch.zeros(3, 8))
     assert torch.equal(maxrl(torch.ones(3, 8)), torch.zeros(3, 8))
     assert torch.equal(maxrl(torch.zeros(2, 4), "control_variate"), -torch.ones(2, 4))
@@ -141,8 +144,9 @@ def expected_weight(name: str, p: float, n: int) -> float:
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["reinforce", "rloo", "dr_grpo", "maxrl",
-                                  "maxrl_divide_by_k", "maxrl_control_variate"])
+@pytest.mark.parametrize(
+    "name", ["reinforce", "rloo", "dr_grpo", "maxrl", "maxrl_divide_by_k", "maxrl_control_variate"]
+)
 def test_expectation_is_the_documented_gradient(name):
     for logits, success in random_policies():
         p, grad_p = pass_rate_and_gradient(logits, success)
@@ -247,8 +251,9 @@ def test_loss_rejects_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         policy_gradient_loss(lp, torch.full((2, 3), float("inf")))
     with pytest.raises(ValueError, match="no tokens"):
-        policy_gradient_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3), torch.zeros(2, 3, 4),
-                             aggregation="token_mean")
+        policy_gradient_loss(
+            torch.zeros(2, 3, 4), torch.zeros(2, 3), torch.zeros(2, 3, 4), aggregation="token_mean"
+        )
     with pytest.raises(ValueError, match="aggregation"):
         policy_gradient_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3), aggregation="sum")
     with pytest.raises(ValueError, match="mask"):

@@ -32,8 +32,9 @@ def brute_force_moments(logits, success, n, advantage_fn):
     return mean, (centred * weights[:, None]).T @ centred
 
 
-@pytest.mark.parametrize("name", ["reinforce", "rloo", "grpo", "maxrl", "maxrl_divide_by_k",
-                                  "maxrl_control_variate"])
+@pytest.mark.parametrize(
+    "name", ["reinforce", "rloo", "grpo", "maxrl", "maxrl_divide_by_k", "maxrl_control_variate"]
+)
 @pytest.mark.parametrize("num_outputs, n", [(2, 2), (3, 3), (3, 5), (4, 4)])
 def test_matches_brute_force(name, num_outputs, n):
     generator = torch.Generator().manual_seed(num_outputs * 10 + n)
@@ -82,10 +83,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match=">= 1"):
         gradient_moments(torch.zeros(2), success, 0, ADVANTAGES["reinforce"])
     with pytest.raises(ValueError, match="symmetrically"):
-        gradient_moments(torch.zeros(2), success, 3,
-                         lambda r: r * torch.arange(r.shape[1], dtype=r.dtype))
+        gradient_moments(
+            torch.zeros(2), success, 3, lambda r: r * torch.arange(r.shape[1], dtype=r.dtype)
+        )
     with pytest.raises(ValueError, match="count vectors"):
-        gradient_moments(torch.zeros(8), torch.tensor([True] + [False] * 7), 64,
-                         ADVANTAGES["reinforce"])
+        gradient_moments(
+            torch.zeros(8), torch.tensor([True] + [False] * 7), 64, ADVANTAGES["reinforce"]
+        )
     with pytest.raises(ValueError, match="NaN or infinite"):
         gradient_moments(torch.zeros(2), success, 2, lambda r: r / 0.0)

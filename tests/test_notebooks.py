@@ -14,7 +14,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(
-    path for path in (ROOT / "book").rglob("*.ipynb")
+    path
+    for path in (ROOT / "book").rglob("*.ipynb")
     if "_build" not in path.parts and ".ipynb_checkpoints" not in path.parts
 )
 IGNORE_MARK = "# NBVAL_IGNORE_OUTPUT"
@@ -72,8 +73,9 @@ def test_outputs_are_stable(path):
             assert not re.search(r"0x[0-9a-f]{6,}", text), f"memory address in output: {text[:80]}"
             assert not re.search(r"\d+(\.\d+)?\s?(it/s|s/it)", text), "progress bar in output"
             if output["output_type"] == "stream":
-                assert output["name"] != "stderr" or not text.strip(), \
+                assert output["name"] != "stderr" or not text.strip(), (
                     f"stderr in a compared cell: {text[:120]}"
+                )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -81,9 +83,10 @@ def test_ignored_outputs_are_followed_by_assertions(path):
     cells = code_cells(path)
     for index, cell in enumerate(cells):
         if source(cell).lstrip().startswith(IGNORE_MARK):
-            following = cells[index + 1:index + 3]
-            assert any("assert" in source(c) for c in following), \
+            following = cells[index + 1 : index + 3]
+            assert any("assert" in source(c) for c in following), (
                 f"ignored cell without a following assertion: {source(cell)[:80]}"
+            )
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem != "intro"], ids=lambda p: p.name)
@@ -93,6 +96,7 @@ def test_chapter_structure(path):
     code = "\n".join(source(c) for c in code_cells(path))
     assert re.search(r"^# Chapter \d+", markdown, re.M), "first heading must be '# Chapter N: ...'"
     assert "assert" in code, "a chapter checks its claims with assertions"
-    assert any("image/png" in o.get("data", {}) for c in code_cells(path) for o in c["outputs"]), \
+    assert any("image/png" in o.get("data", {}) for c in code_cells(path) for o in c["outputs"]), (
         "every chapter has at least one figure"
+    )
     assert markdown.lower().count("exercise") >= 3, "every chapter has at least 3 exercises"

@@ -29,12 +29,18 @@ def n_c_k(draw, max_n=300):
 @given(n_c_k())
 def test_matches_exact_combinatorial_definition(case):
     n, c, k = case
-    assert estimate_pass_at_k(n, c, k) == pytest.approx(spec_pass_at_k(n, c, k), rel=1e-11,
-                                                        abs=1e-13)
+    assert estimate_pass_at_k(n, c, k) == pytest.approx(
+        spec_pass_at_k(n, c, k), rel=1e-11, abs=1e-13
+    )
 
 
-@given(st.integers(1, 64).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.integers(0, n), min_size=1, max_size=20), st.integers(1, n))))
+@given(
+    st.integers(1, 64).flatmap(
+        lambda n: st.tuples(
+            st.just(n), st.lists(st.integers(0, n), min_size=1, max_size=20), st.integers(1, n)
+        )
+    )
+)
 def test_vectorised_matches_scalar_loop(case):
     n, counts, k = case
     vectorised = estimate_pass_at_k(n, np.array(counts), k)

@@ -33,11 +33,25 @@ def pages() -> list[str]:
 def rendered_dom(page: pathlib.Path) -> str:
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--disable-background-networking", "--no-first-run", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-             "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
@@ -46,11 +60,16 @@ def rendered_dom(page: pathlib.Path) -> str:
 def expected_counts(name: str) -> tuple[int, int]:
     """(formulas, figures) in the source: display/inline math spans and PNG outputs."""
     notebook = json.loads((ROOT / f"{name}.ipynb").read_text())
-    markdown = "".join("".join(c["source"]) for c in notebook["cells"]
-                       if c["cell_type"] == "markdown")
+    markdown = "".join(
+        "".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown"
+    )
     formulas = len(re.findall(r"\$\$.+?\$\$|\$[^$\n]+?\$", markdown, re.S))
-    figures = sum("image/png" in o.get("data", {}) for c in notebook["cells"]
-                  if c["cell_type"] == "code" for o in c["outputs"])
+    figures = sum(
+        "image/png" in o.get("data", {})
+        for c in notebook["cells"]
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
+    )
     return formulas, figures
 
 
@@ -64,8 +83,9 @@ def test_mathjax_is_local():
     for page in pages():
         html = (HTML / f"{page}.html").read_text()
         assert "mathjax/tex-chtml.js" in html
-        assert not re.search(r"<script[^>]+src=\"https?://[^\"]*mathjax", html, re.I), \
+        assert not re.search(r"<script[^>]+src=\"https?://[^\"]*mathjax", html, re.I), (
             f"{page}: MathJax loaded from the network"
+        )
 
 
 @pytest.mark.parametrize("name", pages())
@@ -74,7 +94,8 @@ def test_page_typesets_math_and_shows_figures(name):
     formulas, figures = expected_counts(name)
     rendered = dom.count("<mjx-container")
     assert rendered >= formulas > 0, f"{name}: {rendered} typeset formulas, {formulas} in source"
-    assert "\\(" not in re.sub(r"<(script|pre|code)[\s\S]*?</\1>", "", dom), \
+    assert "\\(" not in re.sub(r"<(script|pre|code)[\s\S]*?</\1>", "", dom), (
         f"{name}: raw TeX left on the page"
+    )
     images = len(re.findall(r"<img[^>]+src=\"[^\"]*\.png\"", dom))
     assert images >= figures, f"{name}: {images} images shown, {figures} figures in the notebook"
