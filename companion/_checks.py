@@ -74,9 +74,10 @@ def check_probability(p: object, name: str = "p"):
         if not p.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {p.dtype}")
         value, kind = p, "torch"
-        finite = bool(torch.isfinite(p).all())
-        low = float(p.min()) if p.numel() else 0.0
-        high = float(p.max()) if p.numel() else 0.0
+        detached = p.detach()
+        finite = bool(torch.isfinite(detached).all())
+        low = float(detached.min()) if p.numel() else 0.0
+        high = float(detached.max()) if p.numel() else 0.0
     elif isinstance(p, (numbers.Real, np.ndarray, list, tuple)) and not isinstance(p, bool):
         value = np.asarray(p, dtype=np.float64)
         kind = "float" if np.ndim(value) == 0 and isinstance(p, numbers.Real) else "numpy"
