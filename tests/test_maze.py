@@ -1,0 +1,331 @@
+"""Tests of the maze experiment (chapter 9): environment, model, sampler, trainer."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+from companion.maze.env import (
+    DONE,
+    DOWN,
+    LEFT,
+    MOVES,
+    PAD,
+    RIGHT,
+    UP,
+    VOCAB_SIZE,
+    Maze,
+    bfs_path,
+    decode_prompt,
+    encode_prompt,
+    is_perfect,
+    prim_maze,
+    prompt_length,
+    verify,
+    verify_batch,
+)
+from companion.maze.model import MazeTransformer, ModelConfig
+from companion.maze.sampler import sample, token_logprobs
+from companion.maze.train import (
+    MazeConfig,
+    efficiency_gain,
+    prepare_data,
+    run_experiment,
+    save_figures,
+    train_rl,
+    train_sft,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster than two busy ones; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _distances(maze: Maze) -> dict[tuple[int, int], int]:
+    """Flood fill from START over open squares (independent of bfs_path)."""
+    dist = {maze.start: 0}
+    queue = deque([maze.start])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nxt = (r + dr, c + dc)
+            if 0 <= nxt[0] < maze.size and 0 <= nxt[1] < maze.size and maze.open[nxt]:
+                if nxt not in dist:
+                    dist[nxt] = dist[(r, c)] + 1
+                    queue.append(nxt)
+    return dist
+
+
+def _mazes(count: int = 40) -> list[Maze]:
+    rng = np.random.default_rng(123)
+    return [prim_maze(2 + i % 7, rng) for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- environment
+def test_prim_mazes_are_perfect_by_counting_edges_and_connectivity():
+    for maze in _mazes():
+        cells = maze.cells
+        odd = maze.open[1::2, 1::2]
+        assert odd.all() and not maze.open[::2, ::2].any()
+        passages = int(maze.open.sum()) - cells * cells
+        assert passages == cells * cells - 1  # a tree: edges = cells - 1
+        reached = _distances(maze)
+        assert all(
+            reached.get((r, c)) is not None
+            for r in range(1, maze.size, 2)
+            for c in range(1, maze.size, 2)
+        )  # connected
+        assert is_perfect(maze)
+
+
+def test_is_perfect_rejects_a_cycle_and_a_disconnected_maze():
+    maze = prim_maze(4, np.random.default_rng(0))
+    closed = np.argwhere(~maze.open[1:-1, 1:-1]) + 1
+    walls = [tuple(p) for p in closed if (p[0] % 2) != (p[1] % 2)]
+    extra = maze.open.copy()
+    extra[walls[0]] = True  # one passage too many: a cycle
+    assert not is_perfect(Maze(extra, maze.start, maze.goal))
+    passages = [tuple(p) for p in np.argwhere(maze.open) if (p[0] % 2) != (p[1] % 2)]
+    fewer = maze.open.copy()
+    fewer[passages[0]] = False
+    assert not is_perfect(Maze(fewer, maze.start, maze.goal))
+
+
+def test_same_seed_same_maze_and_bad_sizes_raise():
+    a = prim_maze(5, np.random.default_rng(7))
+    b = prim_maze(5, np.random.default_rng(7))
+    assert a.key() == b.key()
+    with pytest.raises(ValueError):
+        prim_maze(1, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        prim_maze(9, np.random.default_rng(0))
+    with pytest.raises(TypeError):
+        prim_maze(3, 0)
+
+
+def test_bfs_path_is_shortest_and_accepted():
+    for maze in _mazes():
+        path = bfs_path(maze)
+        assert len(path) == _distances(maze)[maze.goal]
+        assert verify(maze, path + [DONE])
+        assert not verify(maze, path)  # no DONE
+        assert verify(maze, path + [DONE, UP, UP])  # tokens after DONE are ignored
+
+
+def test_verifier_rejects_wall_bounds_wrong_goal_and_other_tokens():
+    maze = prim_maze(3, np.random.default_rng(1))
+    r, c = maze.start
+    into_wall = next(m for m, (dr, dc) in MOVES.items() if not maze.open[r + dr, c + dc])
+    assert not verify(maze, [into_wall, DONE])
+    assert not verify(maze, _with_wall_detour(maze, bfs_path(maze)) + [DONE])
+    assert not verify(maze, [DONE])  # START is not GOAL
+    assert not verify(maze, [PAD, DONE])
+    path = bfs_path(maze)
+    assert not verify(maze, path[:-1] + [DONE])  # stops one square short
+    # out of bounds: on an all-open grid the only failure left is leaving the grid
+    free = Maze(np.ones((5, 5), dtype=bool), start=(1, 1), goal=(3, 3))
+    assert verify(free, [DOWN, DOWN, RIGHT, RIGHT, DONE])
+    assert not verify(free, [UP, UP, DOWN, DOWN, DOWN, DOWN, RIGHT, RIGHT, DONE])
+    assert not verify(free, [LEFT, LEFT, RIGHT, RIGHT, DOWN, DOWN, RIGHT, RIGHT, DONE])
+
+
+OPPOSITE = {UP: DOWN, DOWN: UP, LEFT: RIGHT, RIGHT: LEFT}
+
+
+def _with_wall_detour(maze: Maze, path: list[int]) -> list[int]:
+    """``path`` with a step into a wall and back inserted where a wall is beside it."""
+    r, c = maze.start
+    for t, move in enumerate([*path, None]):
+        for wall_move, (dr, dc) in MOVES.items():
+            if not maze.open[r + dr, c + dc]:
+                return path[:t] + [wall_move, OPPOSITE[wall_move]] + path[t:]
+        if move is not None:
+            r, c = r + MOVES[move][0], c + MOVES[move][1]
+    raise AssertionError("no wall beside the path")
+
+
+def test_verify_batch_equals_verify_on_random_answers():
+    rng = np.random.default_rng(5)
+    mazes = [prim_maze(3, rng) for _ in range(30)]
+    answers = []
+    for i, maze in enumerate(mazes):
+        if i % 3 == 0:
+            answer = bfs_path(maze) + [DONE]
+        elif i % 3 == 1:
+            answer = _with_wall_detour(maze, bfs_path(maze)) + [DONE]
+        else:
+            answer = list(rng.choice([UP, DOWN, LEFT, RIGHT, DONE, PAD], size=rng.integers(1, 9)))
+        answers.append((answer + [PAD] * 20)[:20])
+    expected = [float(verify(m, a)) for m, a in zip(mazes, answers, strict=True)]
+    got = verify_batch(
+        torch.from_numpy(np.stack([m.open for m in mazes])),
+        torch.tensor([m.start for m in mazes]),
+        torch.tensor([m.goal for m in mazes]),
+        torch.tensor(answers),
+    )
+    assert got.tolist() == expected
+    assert sum(expected) >= 10 and sum(expected[1::3]) == 0  # wall detours are rejected
+
+
+def test_tokenizer_round_trip():
+    for maze in _mazes(14):
+        tokens = encode_prompt(maze)
+        assert len(tokens) == prompt_length(maze.cells)
+        back = decode_prompt(tokens)
+        assert back.key() == maze.key() and (back.open == maze.open).all()
+    with pytest.raises(ValueError):
+        decode_prompt(encode_prompt(_mazes(1)[0])[:-1])
+
+
+# ----------------------------------------------------------------------------- model, sampler
+def _tiny_model(seed: int = 0) -> MazeTransformer:
+    torch.manual_seed(seed)
+    return MazeTransformer(
+        ModelConfig(vocab_size=VOCAB_SIZE, context_length=64, d_model=32, n_layers=2, n_heads=4)
+    )
+
+
+def test_model_shapes_and_gpu_scale_size():
+    model = _tiny_model()
+    logits = model(torch.randint(0, VOCAB_SIZE, (3, 10)))
+    assert logits.shape == (3, 10, VOCAB_SIZE)
+    gpu_params = MazeTransformer(MazeConfig.gpu().model_config()).num_parameters()
+    assert 0.80e6 < gpu_params < 0.86e6  # the measured 0.83M-parameter configuration
+    with pytest.raises(ValueError):
+        model(torch.zeros(2, 65, dtype=torch.long))
+
+
+def test_kv_cache_logits_equal_full_forward():
+    model = _tiny_model().eval()
+    tokens = torch.randint(0, VOCAB_SIZE, (2, 12))
+    full = model(tokens)
+    cache = model.new_cache()
+    pieces = [model(tokens[:, :7], cache)] + [
+        model(tokens[:, t : t + 1], cache) for t in range(7, 12)
+    ]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_sampler_equals_uncached_sampler():
+    model = _tiny_model(1)
+    prompts = torch.randint(0, VOCAB_SIZE, (3, 20))
+    greedy = [sample(model, prompts, 2, 12, temperature=0.0, use_cache=flag) for flag in (1, 0)]
+    assert torch.equal(greedy[0].tokens, greedy[1].tokens)
+    sampled = []
+    for flag in (True, False):
+        generator = torch.Generator().manual_seed(3)
+        sampled.append(sample(model, prompts, 4, 12, generator=generator, use_cache=flag))
+    assert torch.equal(sampled[0].tokens, sampled[1].tokens)
+    assert torch.equal(sampled[0].mask, sampled[1].mask)
+    rollouts = sampled[0]
+    assert rollouts.tokens.shape[:2] == (3, 4)
+    ended = (rollouts.tokens == DONE).cumsum(-1)
+    # mask is True up to and including the first DONE; PAD after it
+    assert torch.equal(rollouts.mask, (ended - (rollouts.tokens == DONE).long()) == 0)
+    assert (rollouts.tokens[~rollouts.mask] == PAD).all()
+
+
+def test_token_logprobs_cache_equals_full_pass():
+    model = _tiny_model(2)
+    prompts = torch.randint(0, VOCAB_SIZE, (2, 15))
+    answers = torch.randint(0, VOCAB_SIZE, (6, 7))
+    fast = token_logprobs(model, prompts, answers)
+    slow = token_logprobs(model, prompts, answers, use_cache=False)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    fast.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ----------------------------------------------------------------------------- trainer
+def _tiny_config(**overrides) -> MazeConfig:
+    values = dict(
+        cells=2,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        sft_steps=4,
+        sft_batch=8,
+        rl_steps=4,
+        prompts_per_step=4,
+        num_samples=4,
+        train_pool=64,
+        eval_mazes=6,
+        eval_samples=4,
+        checkpoint_every=2,
+        seeds=(0,),
+    )
+    values.update(overrides)
+    return MazeConfig.cpu(**values)
+
+
+def test_held_out_mazes_never_in_training_pool():
+    config = _tiny_config(cells=3, train_pool=3000, eval_mazes=20)
+    pool, held_out = prepare_data(config)
+    train_keys = {m.key() for m in pool.mazes}
+    assert not train_keys & {m.key() for m in held_out.mazes}
+
+
+def test_resume_from_checkpoint_gives_identical_results(tmp_path):
+    config = _tiny_config()
+    pool, _ = prepare_data(config)
+    sft, _ = train_sft(config, 0, pool, tmp_path / "a_sft")
+    straight, metrics = train_rl(config, "maxrl", 0, sft, pool, tmp_path / "a")
+    # interrupted after 3 steps (last checkpoint at step 2), then resumed in a fresh call
+    sft_b, first = train_sft(config, 0, pool, tmp_path / "b_sft", stop_after=3)
+    assert first is None
+    sft_b, _ = train_sft(config, 0, pool, tmp_path / "b_sft")
+    _, partial = train_rl(config, "maxrl", 0, sft_b, pool, tmp_path / "b", stop_after=3)
+    assert partial is None
+    resumed, metrics_b = train_rl(config, "maxrl", 0, sft_b, pool, tmp_path / "b")
+    assert metrics == metrics_b
+    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_tiny_experiment_is_finite_and_pass_at_k_monotone(tmp_path):
+    config = _tiny_config()
+    results = run_experiment(config, tmp_path, progress=False)
+    assert not list(tmp_path.rglob("*.tmp"))
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert stored["config"] == config.to_dict()
+    for name in ("sft", *config.methods):
+        entry = results["seeds"]["0"][name]
+        assert all(np.isfinite(step["loss"]) for step in entry["train"])
+        curve = np.array(entry["eval"]["pass_at_k"])
+        assert len(curve) == config.eval_samples and (np.diff(curve) >= -1e-12).all()
+    figures = save_figures(results, tmp_path)
+    assert all(path.stat().st_size > 0 for path in figures)
+    with pytest.raises(ValueError):
+        run_experiment(_tiny_config(rl_steps=5), tmp_path, progress=False)
+
+
+def test_bf16_autocast_path_runs(tmp_path):
+    """The GPU scale's bf16 autocast path (here on the CPU): finite losses, correct shapes."""
+    config = _tiny_config(autocast=True, sft_steps=2, rl_steps=2, methods=("grpo", "maxrl"))
+    results = run_experiment(config, tmp_path, progress=False)
+    for name in ("sft", "grpo", "maxrl"):
+        entry = results["seeds"]["0"][name]
+        assert all(np.isfinite(step["loss"]) for step in entry["train"])
+        assert len(entry["eval"]["pass_at_k"]) == config.eval_samples
+
+
+def test_efficiency_gain_and_config_validation():
+    grpo = np.array([0.2, 0.3, 0.35, 0.4])
+    maxrl = np.array([0.2, 0.4, 0.5, 0.6])
+    assert efficiency_gain(grpo, maxrl) == (2, 2.0)
+    assert efficiency_gain(maxrl, grpo) is None
+    with pytest.raises(ValueError):
+        MazeConfig.cpu(methods=("nope",))
+    with pytest.raises(ValueError):
+        MazeConfig.cpu(num_samples=1)
+    assert MazeConfig.for_device("cpu").scale == "cpu"
+    assert MazeConfig.for_device("cuda").scale == "gpu"
