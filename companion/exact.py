@@ -16,6 +16,7 @@ group as a whole and is permutation-equivariant, :math:`\hat g` depends only on 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -71,6 +72,12 @@ def pass_rate_and_gradient(
 
 def compositions(total: int, parts: int) -> torch.Tensor:
     """All vectors of ``parts`` non-negative integers summing to ``total``, shape (C, parts)."""
+    return _compositions(total, parts).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _compositions(total: int, parts: int) -> torch.Tensor:
+    # Stars and bars: the positions of parts - 1 bars among total + parts - 1 slots.
     rows = []
     for bars in itertools.combinations(range(total + parts - 1), parts - 1):
         edges = (-1, *bars, total + parts - 1)
@@ -116,7 +123,7 @@ def gradient_moments(
             f"gradient_moments: {count} count vectors for M = {num_outputs}, "
             f"N = {n_samples}; at most {MAX_COMPOSITIONS} are enumerated"
         )
-    counts = compositions(n_samples, num_outputs)  # (C, M)
+    counts = _compositions(n_samples, num_outputs)  # (C, M), cached: never modified here
     log_probs = torch.log_softmax(logits, dim=0)
     log_weight = (
         math.lgamma(n_samples + 1)
