@@ -34,7 +34,6 @@ import math
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from torch import nn
 
 from companion.estimators import ADVANTAGES, policy_gradient_loss
 from companion.objectives import pass_at_k
-from companion.runtime import default_device, scale_name
+from companion.runtime import atomic_write, default_device, scale_name
 
 #: Training methods: exact maximum likelihood and the sampled-label policy gradients.
 METHODS: tuple[str, ...] = ("cross_entropy", "reinforce", "rloo", "grpo", "maxrl")
@@ -798,24 +797,6 @@ def run_experiment(
     return experiment
 
 
-def _write_atomic(path: pathlib.Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then ``os.replace`` it."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0o600
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def save_results(experiment: ExperimentResult, out: str | os.PathLike) -> dict[str, pathlib.Path]:
     """Write ``results.json``, ``pass_at_1.png``, ``pass_at_k.png`` and ``gradient_norm.png``.
 
@@ -830,7 +811,7 @@ def save_results(experiment: ExperimentResult, out: str | os.PathLike) -> dict[s
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"results": folder / "results.json"}
     text = json.dumps(experiment.to_json(), indent=1).encode()
-    _write_atomic(paths["results"], lambda handle: handle.write(text))
+    atomic_write(paths["results"], lambda handle: handle.write(text))
     figures = {
         "pass_at_1": lambda ax: plot_metric(experiment, "pass@1", ax=ax),
         "pass_at_k": lambda ax: plot_metric(experiment, f"pass@{max(_ks(experiment))}", ax=ax),
@@ -842,7 +823,7 @@ def save_results(experiment: ExperimentResult, out: str | os.PathLike) -> dict[s
             draw(figure.add_subplot())
             figure.tight_layout()
             paths[name] = folder / f"{name}.png"
-            _write_atomic(paths[name], lambda handle, fig=figure: fig.savefig(handle, format="png"))
+            atomic_write(paths[name], lambda handle, fig=figure: fig.savefig(handle, format="png"))
     return paths
 
 

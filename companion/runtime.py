@@ -7,7 +7,11 @@ on 2 cores). :func:`default_device` decides; experiment configs expose ``for_dev
 from __future__ import annotations
 
 import os
+import pathlib
 import random
+import tempfile
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -34,3 +38,29 @@ def seed_everything(seed: int) -> torch.Generator:
 def scale_name(device: torch.device) -> str:
     """``"gpu"`` on CUDA, else ``"cpu"``: the experiment scale used on this device."""
     return "gpu" if torch.device(device).type == "cuda" else "cpu"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> pathlib.Path:
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place.
+
+    ``os.replace`` is atomic, so a reader (or a run resumed after an interruption) sees either
+    the previous file or the complete new one, never a half-written file. Creates the parent
+    folder. Returns ``path``.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0o600
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path

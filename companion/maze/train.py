@@ -47,7 +47,7 @@ from companion.maze.env import (
 from companion.maze.model import MazeTransformer, ModelConfig
 from companion.maze.sampler import sample, token_logprobs
 from companion.passk import estimate_pass_at_k
-from companion.runtime import default_device, seed_everything
+from companion.runtime import atomic_write, default_device, seed_everything
 
 try:  # progress bars are optional (a bare GPU machine may lack tqdm)
     from tqdm import tqdm
@@ -276,19 +276,14 @@ def batch_indices(seed: int, phase: int, step: int, batch: int, pool: int) -> np
 # atomic files and checkpoints
 # --------------------------------------------------------------------------------------------
 def atomic_write_json(data: object, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """Write ``data`` as JSON through :func:`companion.runtime.atomic_write`."""
+    text = json.dumps(data, indent=1).encode()
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`companion.runtime.atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _make_generator(device: str, seed: int) -> torch.Generator:
