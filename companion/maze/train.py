@@ -410,6 +410,39 @@ def train_sft(
 # --------------------------------------------------------------------------------------------
 # RL
 # --------------------------------------------------------------------------------------------
+def sample_and_verify(
+    model: MazeTransformer,
+    data: MazeBatchData,
+    index: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator,
+    config: MazeConfig,
+):
+    """Sample ``N = num_samples`` answers at temperature 1 for the mazes ``index`` (P of them)
+    and verify them.
+
+    Returns ``(rollouts, flat_tokens, rewards)``: the :class:`Rollouts`, their tokens
+    ``(P*N, L)`` and the 0/1 rewards ``(P, N)``.
+    """
+    rollouts = sample(
+        model,
+        data.prompts[index],
+        num_samples,
+        max_answer_length(config.cells),
+        temperature=1.0,
+        generator=generator,
+        autocast=config.autocast,
+    )
+    flat_tokens = rollouts.tokens.reshape(index.shape[0] * num_samples, -1)  # (P*N, L)
+    rewards = verify_batch(
+        data.open[index].repeat_interleave(num_samples, 0),
+        data.start[index].repeat_interleave(num_samples, 0),
+        data.goal[index].repeat_interleave(num_samples, 0),
+        flat_tokens,
+    ).view(index.shape[0], num_samples)  # (P, N)
+    return rollouts, flat_tokens, rewards
+
+
 def rl_step(
     model: MazeTransformer,
     optimizer: torch.optim.Optimizer,
@@ -424,22 +457,9 @@ def rl_step(
     ``ADVANTAGES[method]``, and take one optimizer step on the token-mean surrogate
     :math:`-\sum_{x,i,t} A_{x,i}\log\pi(z_{x,i,t}\mid\cdot) / \#\mathrm{tokens}`."""
     num_prompts, num_samples = index.shape[0], config.num_samples
-    rollouts = sample(
-        model,
-        data.prompts[index],
-        num_samples,
-        max_answer_length(config.cells),
-        temperature=1.0,
-        generator=generator,
-        autocast=config.autocast,
+    rollouts, flat_tokens, rewards = sample_and_verify(
+        model, data, index, num_samples, generator, config
     )
-    flat_tokens = rollouts.tokens.reshape(num_prompts * num_samples, -1)  # (P*N, L)
-    rewards = verify_batch(
-        data.open[index].repeat_interleave(num_samples, 0),
-        data.start[index].repeat_interleave(num_samples, 0),
-        data.goal[index].repeat_interleave(num_samples, 0),
-        flat_tokens,
-    ).view(num_prompts, num_samples)  # (P, N)
     advantages = ADVANTAGES[method](rewards)  # (P, N)
     logp = token_logprobs(model, data.prompts[index], flat_tokens, config.autocast)
     logp = logp.view(num_prompts, num_samples, -1)  # (P, N, L)
@@ -510,23 +530,10 @@ def evaluate(
     correct, ended, lengths = [], [], []
     for begin in range(0, len(data), per_call):
         index = torch.arange(begin, min(begin + per_call, len(data)), device=config.device)
-        rollouts = sample(
-            model,
-            data.prompts[index],
-            num_samples,
-            max_answer_length(config.cells),
-            temperature=1.0,
-            generator=generator,
-            autocast=config.autocast,
+        rollouts, flat, rewards = sample_and_verify(
+            model, data, index, num_samples, generator, config
         )
-        flat = rollouts.tokens.reshape(len(index) * num_samples, -1)
-        rewards = verify_batch(
-            data.open[index].repeat_interleave(num_samples, 0),
-            data.start[index].repeat_interleave(num_samples, 0),
-            data.goal[index].repeat_interleave(num_samples, 0),
-            flat,
-        )
-        correct.append(rewards.view(len(index), num_samples).sum(1).long().cpu())
+        correct.append(rewards.sum(1).long().cpu())
         ended.append((flat == DONE).any(dim=1).float().cpu())
         lengths.append(rollouts.mask.reshape(len(flat), -1).sum(1).float().cpu())
     counts = torch.cat(correct).numpy()
