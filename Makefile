@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/estimators.py
+	$(PY) benchmarks/classification.py
+	$(PY) benchmarks/maze.py
+	$(PY) benchmarks/trl_generation.py
 
 clean:
 	rm -rf _build

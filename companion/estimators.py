@@ -209,7 +209,10 @@ def policy_gradient_loss(
     * ``aggregation="sequence"``: sum over tokens (the sequence log-probability), mean over
       the P*N sequences. Same gradient as the 2-D form, so the book's unbiasedness results hold.
     * ``aggregation="token_mean"``: divide by the number of unmasked tokens in the batch, as
-      the paper's LLM runs and most trainers do; longer sequences then weigh more.
+      the paper's LLM runs and TRL's default do. Within one batch this is the ``"sequence"``
+      gradient times :math:`PN/\#\mathrm{tokens}`: the same direction, with a step size that
+      changes from batch to batch with the answers' lengths. (Averaging tokens per sequence
+      first, as some trainers do, would instead down-weight long answers; chapter 10.)
 
     ``advantages`` are treated as constants (detached). Returns a scalar tensor.
 
