@@ -50,8 +50,10 @@ def check_rewards(
             f"{method}: needs at least N = {min_samples} samples per prompt, got N = {num_samples}"
         )
     if binary:
-        # r (1 - r) == 0 holds exactly for r in {0, 1} and fails for NaN and inf: one check.
-        if not bool((rewards * (1 - rewards) == 0).all()):
+        # Fast path (no boolean tensors): inside [0, 1] the fractional parts are >= 0, so they
+        # sum to 0 exactly when every reward is 0 or 1; NaN fails the range test.
+        low, high = torch.aminmax(rewards)
+        if not bool((low >= 0) & (high <= 1) & (torch.frac(rewards).sum() == 0)):
             bad = rewards[(rewards != 0) & (rewards != 1)]
             if not bool(torch.isfinite(bad).all()):
                 raise ValueError(f"{method}: rewards contain NaN or infinite values")
@@ -59,7 +61,9 @@ def check_rewards(
                 f"{method}: assumes binary rewards in {{0, 1}}, got e.g. {float(bad[0]):g}; "
                 "threshold a verifier's score into 0/1 first"
             )
-    elif not bool(torch.isfinite(rewards).all()):
+    # Any NaN or inf makes the sum non-finite; only then look element by element (a finite
+    # sum can also overflow, which is not an error).
+    elif not bool(torch.isfinite(rewards.sum())) and not bool(torch.isfinite(rewards).all()):
         raise ValueError(f"{method}: rewards contain NaN or infinite values")
     return rewards
 

@@ -74,8 +74,9 @@ def rloo(rewards: torch.Tensor) -> torch.Tensor:
     """
     check_rewards(rewards, min_samples=2, method="rloo")
     num_samples = rewards.shape[1]
-    total = rewards.sum(dim=1, keepdim=True)
-    return rewards - (total - rewards) / (num_samples - 1)
+    total = rewards.sum(dim=1, keepdim=True)  # (P, 1)
+    # r_i - (total - r_i)/(N-1) = r_i N/(N-1) - total/(N-1): one pass over (P, N), in place.
+    return (rewards * (num_samples / (num_samples - 1))).sub_(total / (num_samples - 1))
 
 
 def grpo(
@@ -110,8 +111,10 @@ def grpo(
         raise ValueError(
             f"grpo: eps must be > 0 with scale='group' (a constant group has std 0), got {eps!r}"
         )
-    std = rewards.std(dim=1, keepdim=True, unbiased=unbiased)
-    return centred / (std + eps)
+    # The standard deviation from the centred rewards already at hand (faster than Tensor.std).
+    dof = rewards.shape[1] - 1 if unbiased else rewards.shape[1]
+    std = ((centred * centred).sum(dim=1, keepdim=True) / dof).sqrt_()  # (P, 1)
+    return centred.div_(std.add_(eps))
 
 
 Variant = Literal["algorithm1", "divide_by_k", "control_variate"]
@@ -169,13 +172,14 @@ def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tenso
         )
     num_samples = rewards.shape[1]
     successes = rewards.sum(dim=1, keepdim=True)  # K, shape (P, 1)
-    any_success = successes > 0
-    scaled = num_samples * rewards / successes.clamp_min(1.0)  # N r_i / K, 0 when K = 0
+    factor = num_samples / successes.clamp_min(1.0)  # N / K, shape (P, 1)
     if variant == "divide_by_k":
-        return scaled
+        return rewards * factor  # N r_i / K, 0 when K = 0
     if variant == "control_variate":
-        return scaled - 1.0
-    return torch.where(any_success, scaled - 1.0, torch.zeros_like(rewards))
+        offset = torch.ones_like(successes)
+    else:  # Algorithm 1: N r_i / K - 1 when K >= 1, and 0 when K = 0 (every r_i is 0 then)
+        offset = (successes > 0).to(rewards.dtype)
+    return (rewards * factor).sub_(offset)  # N r_i / K - offset, the second pass in place
 
 
 #: Advantage functions by name, each mapping rewards (P, N) to advantages (P, N).
