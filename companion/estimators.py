@@ -172,7 +172,9 @@ def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tenso
         )
     num_samples = rewards.shape[1]
     successes = rewards.sum(dim=1, keepdim=True)  # K, shape (P, 1)
-    factor = num_samples / successes.clamp_min(1.0)  # N / K, shape (P, 1)
+    # N / K, shape (P, 1), correctly rounded (a Python number divided by a tensor would be
+    # computed as N * (1 / K), one rounding more).
+    factor = torch.full_like(successes, num_samples) / successes.clamp_min(1.0)
     if variant == "divide_by_k":
         return rewards * factor  # N r_i / K, 0 when K = 0
     if variant == "control_variate":
