@@ -38,19 +38,9 @@ def sampler_throughput(
     """Generated tokens per second (tokens up to and with DONE)."""
     device = prompts.device
     generator = torch.Generator(device=device).manual_seed(0)
-    sample(
-        model,
-        prompts,
-        num_samples,
-        max_answer_length(config.cells),
-        generator=generator,
-        use_cache=use_cache,
-        autocast=config.autocast,
-    )  # warm-up
-    _sync(device)
-    tokens, start = 0, time.perf_counter()
-    for _ in range(repeats):
-        rollouts = sample(
+
+    def rollouts():
+        return sample(
             model,
             prompts,
             num_samples,
@@ -59,7 +49,12 @@ def sampler_throughput(
             use_cache=use_cache,
             autocast=config.autocast,
         )
-        tokens += rollouts.num_generated
+
+    rollouts()  # warm-up
+    _sync(device)
+    tokens, start = 0, time.perf_counter()
+    for _ in range(repeats):
+        tokens += rollouts().num_generated
     _sync(device)
     return tokens / (time.perf_counter() - start)
 
