@@ -21,6 +21,7 @@ from companion.maze.env import (
     Maze,
     bfs_path,
     decode_prompt,
+    draw_mazes,
     encode_prompt,
     is_perfect,
     prim_maze,
@@ -40,14 +41,7 @@ from companion.maze.train import (
     train_sft,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster than two busy ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _distances(maze: Maze) -> dict[tuple[int, int], int]:
@@ -71,6 +65,17 @@ def _mazes(count: int = 40) -> list[Maze]:
 
 
 # ----------------------------------------------------------------------------- environment
+def test_draw_mazes_refuses_impossible_requests_instead_of_looping():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="could not find"):
+        draw_mazes(2, 49, rng)  # only 48 distinct problems exist with 2x2 cells
+    everything = {m.key() for m in draw_mazes(2, 48, rng)}
+    with pytest.raises(ValueError, match="could not find"):
+        draw_mazes(2, 1, rng, exclude=everything, distinct=False)
+    repeats = draw_mazes(2, 100, rng, distinct=False)
+    assert len(repeats) == 100 and len({m.key() for m in repeats}) <= 48
+
+
 def test_prim_mazes_are_perfect_by_counting_edges_and_connectivity():
     for maze in _mazes():
         cells = maze.cells

@@ -62,9 +62,9 @@ from companion.maze.env import (
     Maze,
     bfs_path,
     decode_prompt,
+    draw_mazes,
     encode_prompt,
     max_answer_length,
-    prim_maze,
     prompt_length,
     tokens_to_text,
     verify,
@@ -538,19 +538,7 @@ def make_mazes(cells: int, count: int, seed: int, exclude: set[str] | None = Non
 
     Derived in: chapter 10.
     """
-    if count < 1:
-        raise ValueError(f"make_mazes: count must be >= 1, got {count}")
-    rng = np.random.default_rng(seed)
-    seen = set() if exclude is None else set(exclude)
-    mazes: list[Maze] = []
-    for _ in range(100 * count):
-        maze = prim_maze(cells, rng)
-        if maze.key() not in seen:
-            seen.add(maze.key())
-            mazes.append(maze)
-            if len(mazes) == count:
-                return mazes
-    raise ValueError(f"make_mazes: could not find {count} distinct new mazes with {cells} cells")
+    return draw_mazes(cells, count, np.random.default_rng(seed), exclude=exclude or frozenset())
 
 
 def maze_prompt_text(maze: Maze) -> str:

@@ -137,6 +137,39 @@ def prim_maze(cells: int, rng: np.random.Generator) -> Maze:
     return Maze(open=grid, start=start, goal=goal)
 
 
+def draw_mazes(
+    cells: int,
+    count: int,
+    rng: np.random.Generator,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    distinct: bool = True,
+) -> list[Maze]:
+    """``count`` Prim mazes drawn from ``rng``, skipping any whose :meth:`Maze.key` is in
+    ``exclude`` and, with ``distinct=True``, any already drawn.
+
+    Raises ``ValueError`` after ``100 * count`` draws instead of looping for ever (a small maze
+    size has few distinct mazes: 4 with 2x2 cells, 192 with 3x3). Derived in: chapter 9.
+    """
+    if count < 1:
+        raise ValueError(f"draw_mazes: count must be >= 1, got {count}")
+    seen = set(exclude)
+    mazes: list[Maze] = []
+    for _ in range(100 * count):
+        maze = prim_maze(cells, rng)
+        if maze.key() in seen:
+            continue
+        if distinct:
+            seen.add(maze.key())
+        mazes.append(maze)
+        if len(mazes) == count:
+            return mazes
+    kind = "distinct new" if distinct else "new"
+    raise ValueError(
+        f"draw_mazes: could not find {count} {kind} {cells}x{cells}-cell mazes in {100 * count} "
+        "draws; ask for fewer or use larger mazes"
+    )
+
+
 def is_perfect(maze: Maze) -> bool:
     r"""True iff ``maze`` is a perfect maze on its token grid.
 

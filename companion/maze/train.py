@@ -38,9 +38,9 @@ from companion.maze.env import (
     VOCAB_SIZE,
     Maze,
     bfs_path,
+    draw_mazes,
     encode_prompt,
     max_answer_length,
-    prim_maze,
     prompt_length,
     verify_batch,
 )
@@ -211,35 +211,16 @@ def evaluation_mazes(cells: int, count: int) -> list[Maze]:
     key = ("eval", cells, count)
     if key not in _MAZE_CACHE:
         rng = np.random.default_rng([EVAL_STREAM, cells])
-        mazes: list[Maze] = []
-        seen: set[str] = set()
-        for _ in range(100 * count):
-            maze = prim_maze(cells, rng)
-            if maze.key() not in seen:
-                seen.add(maze.key())
-                mazes.append(maze)
-            if len(mazes) == count:
-                break
-        if len(mazes) < count:
-            raise ValueError(
-                f"evaluation_mazes: could not find {count} distinct {cells}x{cells} "
-                "mazes; ask for fewer"
-            )
-        _MAZE_CACHE[key] = mazes
+        _MAZE_CACHE[key] = draw_mazes(cells, count, rng)
     return _MAZE_CACHE[key]
 
 
 def training_mazes(cells: int, count: int, exclude: set[str]) -> list[Maze]:
-    """``count`` mazes of the training seed stream, none with a key in ``exclude``."""
+    """``count`` mazes of the training seed stream (repeats allowed), none in ``exclude``."""
     key = ("train", cells, count, hash(frozenset(exclude)))
     if key not in _MAZE_CACHE:
         rng = np.random.default_rng([TRAIN_STREAM, cells])
-        mazes: list[Maze] = []
-        while len(mazes) < count:
-            maze = prim_maze(cells, rng)
-            if maze.key() not in exclude:
-                mazes.append(maze)
-        _MAZE_CACHE[key] = mazes
+        _MAZE_CACHE[key] = draw_mazes(cells, count, rng, exclude=exclude, distinct=False)
     return _MAZE_CACHE[key]
 
 
