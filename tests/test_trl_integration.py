@@ -43,14 +43,7 @@ def reward_of(completion: list[int]) -> float:
     return first_token_even_reward([completion])[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and two threads on a busy 2-core machine
-    (or beside a second pytest worker) run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
