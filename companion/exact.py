@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from companion._checks import check_positive_int
+from companion._checks import check_positive_int, check_probability
 
 #: Refuse enumerations larger than this many count vectors.
 MAX_COMPOSITIONS = 2_000_000
@@ -161,3 +161,95 @@ def _apply(advantage_fn, rewards: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(advantages).all()):
         raise ValueError("gradient_moments: advantage_fn returned NaN or infinite values")
     return advantages.double()
+
+
+#: ``group_weight`` evaluates at most this many (pass rate, companion count) pairs at once.
+_GROUP_WEIGHT_CHUNK = 1 << 22
+
+
+def group_weight(advantage_fn: Callable[[torch.Tensor], torch.Tensor], p, n_samples: int):
+    r"""The factor :math:`c_N(p)` in :math:`\mathbb E[\hat g] = c_N(p)\,\nabla p` at finite N.
+
+    For binary rewards and an advantage function that treats the ``N`` samples of a group
+    symmetrically, write :math:`A(r; K)` for the advantage of a sample with reward ``r`` in a
+    group with ``K`` successes. By symmetry :math:`\mathbb E[\hat g] = \mathbb E[A_1 S_1]`;
+    conditioning on the first sample, whose companions hold :math:`K' \sim
+    \mathrm{Bin}(N-1, p)` successes independently of it, and using
+    :math:`\sum_{z \in S}\pi_z S_z = \nabla p = -\sum_{z \notin S}\pi_z S_z`,
+
+    .. math:: c_N(p) = \mathbb E\bigl[A(1; 1 + K')\bigr] - \mathbb E\bigl[A(0; K')\bigr]
+              = \sum_{j=0}^{N-1} \binom{N-1}{j} p^j (1-p)^{N-1-j}
+                \bigl(A(1; 1+j) - A(0; j)\bigr).
+
+    Closed forms (chapter 3): 1 for REINFORCE and RLOO, :math:`(N-1)/N` for Dr. GRPO,
+    :math:`(1-(1-p)^N)/p` for MaxRL's eq. 9/10 and :math:`(1-(1-p)^{N-1})/p` for
+    Algorithm 1. The :math:`N` values :math:`A(1;1+j) - A(0;j)` come from two calls of
+    ``advantage_fn`` on ``(N, N)`` reward tables; the binomial weights are computed in log
+    space, so the result keeps its relative precision for ``p`` down to 1e-12 and ``N`` in
+    the thousands.
+
+    Parameters
+    ----------
+    advantage_fn : callable, rewards (P, N) -> advantages (P, N)
+        E.g. an entry of :data:`companion.estimators.ADVANTAGES`; checked for symmetry.
+    p : float, ndarray or Tensor, any shape
+        Pass rates in [0, 1].
+    n_samples : int
+        ``N``, samples per group (at least what ``advantage_fn`` needs).
+
+    Returns
+    -------
+    The same kind as ``p``: a float, a float64 ndarray, or a tensor of ``p``'s dtype and
+    device (computed in float64).
+
+    Derived in: chapter 3 (closed forms), chapter 6 (the estimator family).
+    """
+    value, kind = check_probability(p)
+    n = check_positive_int(n_samples, "n_samples")
+    if n > 1 << 16:
+        raise ValueError(f"group_weight: n_samples = {n} is too large; at most 65536 are supported")
+    if not callable(advantage_fn):
+        raise TypeError(f"group_weight: advantage_fn must be callable, got {advantage_fn!r}")
+    # Row j: the first sample's reward, then j successes and N-1-j failures among its companions.
+    companions = torch.arange(n, dtype=torch.float64)  # j = 0..N-1
+    others = (torch.arange(n - 1)[None, :] < companions[:, None]).double()  # (N, N-1)
+    difference = torch.zeros(n, dtype=torch.float64)
+    for first, sign in ((1.0, 1.0), (0.0, -1.0)):
+        rewards = torch.cat([torch.full((n, 1), first, dtype=torch.float64), others], 1)
+        advantages = _apply(advantage_fn, rewards)
+        reversed_advantages = _apply(advantage_fn, rewards.flip(1)).flip(1)
+        if not torch.allclose(advantages, reversed_advantages, atol=1e-10, rtol=1e-10):
+            raise ValueError(
+                "group_weight: advantage_fn must treat the N samples symmetrically "
+                "(reordering a group must reorder its advantages)"
+            )
+        difference += sign * advantages[:, 0]
+    log_binomial = (
+        math.lgamma(n) - torch.lgamma(companions + 1) - torch.lgamma(n - companions)
+    )  # (N,)
+    if kind == "torch":
+        flat = value.detach().to("cpu", torch.float64).reshape(-1)
+    else:
+        flat = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    result = torch.empty_like(flat)
+    rows = max(1, _GROUP_WEIGHT_CHUNK // n)
+    for start in range(0, flat.numel(), rows):
+        chunk = flat[start : start + rows, None]  # (B, 1)
+        log_pmf = (
+            log_binomial
+            + torch.special.xlogy(companions, chunk)
+            + _xlog1m(n - 1 - companions, chunk)
+        )  # (B, N)
+        result[start : start + rows] = log_pmf.exp() @ difference
+    result = result.reshape(value.shape) + 0.0
+    if kind == "torch":
+        return result.to(device=value.device, dtype=value.dtype)
+    if kind == "float":
+        return float(result)
+    return result.numpy()
+
+
+def _xlog1m(count: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``count * log(1 - p)`` via ``log1p`` (precise for tiny ``p``), and 0 where ``count = 0``."""
+    product = count * torch.log1p(-p)
+    return torch.where(count == 0, torch.zeros_like(product), product)
