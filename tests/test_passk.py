@@ -241,10 +241,12 @@ def test_j_maxrl_matches_exact_definition(case):
     assert relative_error(estimate_j_maxrl(n, c, T), spec_j_maxrl(n, c, T)) < REL
 
 
-@pytest.mark.parametrize("block", [1, 3, 7, 64])
-def test_j_maxrl_blocks_and_early_stop(monkeypatch, block):
-    # many blocks, compensated across them; the early stop must not drop what matters
+@pytest.mark.parametrize("block, anchor", [(1, 1), (3, 2), (7, 4), (64, 8), (4096, 64)])
+def test_j_maxrl_blocks_and_early_stop(monkeypatch, block, anchor):
+    # many blocks, compensated across them, exact anchors between runs of products; the early
+    # stop must not drop what matters
     monkeypatch.setattr(passk, "_J_BLOCK", block)
+    monkeypatch.setattr(passk, "_ANCHOR_EVERY", anchor)
     for n, c, T in [(60, 1, 30), (60, 5, 50), (90, 40, 45), (200, 3, 150), (200, 120, 70)]:
         assert relative_error(estimate_j_maxrl(n, c, T), spec_j_maxrl(n, c, T)) < REL
 
