@@ -26,7 +26,8 @@ test: book
 # test keeps the two equal). `make test` uses the newest, pinned in pyproject's `scale` extra;
 # this target runs the bridge's tests under each, one environment per release in
 # $(TRL_VENVS)/<version>. Each sees the book environment's packages (torch, transformers, ...)
-# through a .pth file and installs only its own trl wheel, so nothing large is downloaded.
+# through a .pth file (the book environment's pip installs into it) and gets only its own trl
+# wheel, so nothing large is downloaded and torch stays the book's.
 TRL_VERSIONS := 1.15.0 1.16.0
 TRL_VENVS ?= .trl-versions
 TRL_TESTS ?= tests/test_trl_bridge.py tests/test_trl_maze.py
@@ -36,12 +37,12 @@ test-trl-versions: $(STAMP)
 	for version in $(TRL_VERSIONS); do \
 	  venv=$(TRL_VENVS)/$$version; \
 	  if [ ! -x $$venv/bin/python ]; then \
-	    $(PY) -m venv $$venv; \
+	    $(PY) -m venv --without-pip $$venv; \
 	    site=$$($$venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	    echo "import site; site.addsitedir('$$base')" > $$site/book-environment.pth; \
-	    $$venv/bin/python -m pip install -q --no-deps "trl==$$version"; \
+	    $(PY) -m pip --python $$venv/bin/python install -q --no-deps "trl==$$version"; \
 	  fi; \
-	  $$venv/bin/python -m pip check; \
+	  $(PY) -m pip --python $$venv/bin/python check; \
 	  $$venv/bin/python -c "import sys, trl; assert trl.__version__ == sys.argv[1], trl.__version__" $$version; \
 	  echo "== trl $$version =="; \
 	  PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:nbval -o addopts="" -q $(TRL_TESTS); \

@@ -24,6 +24,7 @@ pytest.importorskip(
 import torch  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
+import trl_kernel_fallback  # noqa: E402  (tests/: TRL 1.15 on a CPU)
 from trl import GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from companion.estimators import ADVANTAGES, grpo, maxrl, policy_gradient_loss, rloo  # noqa: E402
@@ -36,6 +37,7 @@ from companion.integrations.trl_maze import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+KERNEL_FALLBACK = trl_kernel_fallback.apply()  # False with TRL 1.16
 NUM_GENERATIONS = 8
 PROMPTS_PER_STEP = 4
 
@@ -350,6 +352,15 @@ def test_maxrl_rejects_non_binary_rewards_inside_trl(parts, tmp_path):
     )
     with pytest.raises(ValueError, match="binary rewards"):
         trainer.train()
+
+
+def test_missing_log_probability_kernel_is_explained(parts, tmp_path, monkeypatch):
+    """TRL 1.15 without Triton: a clear error at construction, not 'NoneType' during training."""
+    import trl.trainer.utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", None, raising=False)
+    with pytest.raises(RuntimeError, match=r"Triton kernel only.*trl>=1\.16"):
+        make_trainer(ctrl.CompanionGRPOTrainer, parts, tmp_path, steps=1)
 
 
 def test_missing_trl_gives_install_hint(monkeypatch):

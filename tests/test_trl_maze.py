@@ -19,11 +19,13 @@ pytest.importorskip(
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+import trl_kernel_fallback  # noqa: E402  (tests/: TRL 1.15 on a CPU)
 
 from companion.integrations import trl_maze  # noqa: E402
 from companion.maze.env import DONE, TOKEN_ID, VOCAB, bfs_path, encode_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+KERNEL_FALLBACK = trl_kernel_fallback.apply()  # False with TRL 1.16: the real entry point
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -107,10 +109,16 @@ def test_comparison_is_paired():
 def test_two_processes_with_groups_that_straddle_them():
     """3 prompts x 8 completions on 2 processes of 12 rows: prompt 1 has 4 completions on each
     process. The records of both processes are gathered and every group is checked whole."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
+    entry = (
+        [str(ROOT / "tests" / "trl_kernel_fallback.py")]
+        if KERNEL_FALLBACK
+        else ["-m", "companion.integrations.trl_maze"]
+    )
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "companion.integrations.trl_maze", "run", "--cells", "2", "--train-mazes", "48",
+        *entry, "run", "--cells", "2", "--train-mazes", "48",
         "--eval-mazes", "0", "--sft-steps", "60", "--sft-batch", "32", "--steps", "3",
         "--prompts-per-step", "3", "--num-generations", "8", "--expect-world-size", "2",
         "--check-advantages",

@@ -53,6 +53,7 @@ from companion.integrations.trl_version import (
     TESTED_TRL_VERSIONS,
     UnsupportedTRLVersionError,
     UntestedTRLVersionWarning,
+    check_trl_internals,
     check_trl_version,
 )
 
@@ -85,8 +86,6 @@ __all__ = [
     "recorded_groups",
     "resolve_advantage",
 ]
-
-_PRIVATE_HOOKS = ("_calculate_rewards", "_generate_and_score_completions", "_compute_loss")
 
 
 class AdvantageCheckError(RuntimeError):
@@ -208,12 +207,7 @@ class CompanionGRPOTrainer(GRPOTrainer):
         **kwargs,
     ) -> None:
         check_trl_version(allow_untested=allow_untested_trl)
-        missing = [name for name in _PRIVATE_HOOKS if not hasattr(GRPOTrainer, name)]
-        if missing:
-            raise UnsupportedTRLVersionError(
-                f"trl=={trl.__version__}: GRPOTrainer has no {missing}; the bridge cannot hook "
-                f"into this version. Install one of trl{SUPPORTED_TRL}"
-            )
+        check_trl_internals(GRPOTrainer)
         self.advantage_name, self.advantage_fn = resolve_advantage(advantage)
         self.reward_history: list[float] = []
         self.last_rewards: torch.Tensor | None = None

@@ -22,8 +22,11 @@ __all__ = [
     "TESTED_TRL_VERSIONS",
     "UnsupportedTRLVersionError",
     "UntestedTRLVersionWarning",
+    "check_trl_internals",
     "check_trl_version",
 ]
+
+_PRIVATE_HOOKS = ("_calculate_rewards", "_generate_and_score_completions", "_compute_loss")
 
 #: The TRL releases whose private methods the bridge overrides and which it is tested on.
 TESTED_TRL_VERSIONS: tuple[str, ...] = ("1.15.0", "1.16.0")
@@ -87,3 +90,28 @@ def check_trl_version(version: str | None = None, *, allow_untested: bool | None
         stacklevel=2,
     )
     return found
+
+
+def check_trl_internals(trainer_class: type) -> None:
+    """Raise a clear error when the installed TRL cannot run the bridge here: a private method it
+    overrides is missing, or TRL's log-probability kernel is unavailable (trl 1.15 computes them
+    with a Triton kernel only, so its ``GRPOTrainer`` needs the ``triton`` package and a CUDA or
+    XPU device; trl 1.16 added a plain-torch path).
+
+    Derived in: chapter 10.
+    """
+    import trl
+    import trl.trainer.utils as trl_utils
+
+    missing = [name for name in _PRIVATE_HOOKS if not hasattr(trainer_class, name)]
+    if missing:
+        raise UnsupportedTRLVersionError(
+            f"trl=={trl.__version__}: {trainer_class.__name__} has no {missing}; the bridge "
+            f"cannot hook into this version. Install one of trl{SUPPORTED_TRL}"
+        )
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is None:
+        raise RuntimeError(
+            f"trl=={trl.__version__} computes log-probabilities with a Triton kernel only: its "
+            "GRPOTrainer needs the triton package and a CUDA or XPU device, and fails on this "
+            "machine ('NoneType' object has no attribute 'apply'). On a CPU, install trl>=1.16"
+        )
