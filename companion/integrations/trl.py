@@ -232,7 +232,7 @@ class CompanionGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        if self._expected is not None:
+        if self._expected is not None and self.model.training:
             raise AdvantageCheckError(
                 f"CompanionGRPOTrainer: {sum(map(len, self._expected.values()))} rows of the "
                 f"first generation batch never reached the loss (trl=={trl.__version__})"
@@ -287,22 +287,22 @@ class CompanionGRPOTrainer(GRPOTrainer):
     def _check_layout(self, output, start: int, total: int, num_generations: int) -> None:
         """Rows ``g*G .. g*G+G-1`` of the gathered batch answer one prompt, and this process
         holds rows ``start ..``: checked on the prompts of every process."""
-        prompts = gather_object([key[0] for key in row_keys(output)])  # (B,) over processes
-        local = prompts[start : start + output["advantages"].shape[0]]
-        groups = [prompts[g : g + num_generations] for g in range(0, len(prompts), num_generations)]
-        if len(prompts) != total or local != [key[0] for key in row_keys(output)]:
+        local = [prompt for prompt, _ in row_keys(output)]
+        prompts = gather_object(local)  # (B,) over processes, in process order
+        if len(prompts) != total or prompts[start : start + len(local)] != local:
             raise AdvantageCheckError(
-                f"CompanionGRPOTrainer: the gathered batch has {len(prompts)} prompts for "
-                f"{total} rewards, or this process's rows are not at {start} "
+                f"CompanionGRPOTrainer: the processes hold {len(prompts)} rows for {total} "
+                f"rewards, or this process's rows are not rows {start}.. of the gathered batch "
                 f"(trl=={trl.__version__})"
             )
-        mixed = [g for g, rows in enumerate(groups) if len(set(rows)) != 1]
-        if mixed:
-            raise AdvantageCheckError(
-                f"CompanionGRPOTrainer: group {mixed[0]} of the gathered batch mixes prompts; "
-                f"the bridge assumes completions g*G .. g*G+G-1 answer prompt g "
-                f"(trl=={trl.__version__})"
-            )
+        for group in range(total // num_generations):
+            rows = prompts[group * num_generations : (group + 1) * num_generations]
+            if len(set(rows)) != 1:
+                raise AdvantageCheckError(
+                    f"CompanionGRPOTrainer: group {group} of the gathered batch mixes prompts; "
+                    f"the bridge assumes completions g*G .. g*G+G-1 answer prompt g "
+                    f"(trl=={trl.__version__})"
+                )
 
     def _compute_loss(self, model, inputs):
         if self._expected is not None:

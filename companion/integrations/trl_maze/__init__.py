@@ -29,6 +29,7 @@ from companion.integrations.trl_maze.train import (
     WarmStart,
     compare_with_trl,
     provenance,
+    slice_config,
     train_maze_with_trl,
     warm_start,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "maze_tokenizer",
     "provenance",
     "sft_warm_start",
+    "slice_config",
     "tiny_causal_lm",
     "train_maze_with_trl",
     "warm_start",

@@ -18,7 +18,9 @@ Several GPUs (one process per GPU, NCCL)::
 (``accelerate launch --cpu --num_processes 2`` starts ONE process without an error, hence
 ``--expect-world-size``: the run fails unless it really has that many processes.)
 
-A paired comparison, the same warm start per seed, written as JSON with provenance::
+A paired comparison, the same warm start per seed, written as JSON with provenance (and a
+seconds-long slice of the first seed, :func:`~companion.integrations.trl_maze.train.slice_config`,
+to re-run and compare)::
 
     python -m companion.integrations.trl_maze compare --methods maxrl grpo --seeds 0 1 2 \
         --output-dir book/results/10_scale
@@ -50,6 +52,7 @@ from companion.integrations.trl import (
 from companion.integrations.trl_maze.train import (
     TRLMazeConfig,
     compare_with_trl,
+    slice_config,
     train_maze_with_trl,
 )
 from companion.maze.env import decode_prompt, verify
@@ -147,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    results = compare_with_trl(_config(args), args.methods, args.seeds, progress=True)
+    config = _config(args)
+    results = compare_with_trl(config, args.methods, args.seeds, progress=True)
+    # a seconds-long slice of the first seed, for a reader (or a notebook) to re-run and compare
+    results["slice"] = compare_with_trl(slice_config(config), args.methods, args.seeds[:1])
     path = Path(args.output_dir, COMPARISON_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")

@@ -49,6 +49,7 @@ __all__ = [
     "WarmStart",
     "compare_with_trl",
     "provenance",
+    "slice_config",
     "train_maze_with_trl",
     "warm_start",
 ]
@@ -303,6 +304,22 @@ def compare_with_trl(
         "seeds": list(seeds),
         "runs": runs,
     }
+
+
+def slice_config(config: TRLMazeConfig) -> TRLMazeConfig:
+    """A seconds-long slice of a run: the same data, model and settings, with the first 30 steps
+    of the warm start, 3 RL steps and 8 held-out mazes x 4 samples. Its warm-start losses are
+    the first 30 of the full run's (same seed), and re-running it must reproduce a stored slice.
+
+    Derived in: chapter 10.
+    """
+    return dataclasses.replace(
+        config,
+        sft_steps=min(30, config.sft_steps),
+        rl_steps=min(3, config.rl_steps),
+        eval_mazes=min(8, config.eval_mazes),
+        eval_samples=min(4, config.eval_samples),
+    )
 
 
 def provenance(config: dict, started: float) -> dict:
