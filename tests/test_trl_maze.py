@@ -106,6 +106,25 @@ def test_comparison_is_paired():
     json.dumps(results)  # JSON-ready
 
 
+def test_compare_command_writes_results_and_a_slice(tmp_path):
+    from companion.integrations.trl_maze.__main__ import COMPARISON_FILE, main
+
+    argv = [
+        "compare", "--cells", "2", "--train-mazes", "32", "--eval-mazes", "4",
+        "--eval-samples", "2", "--sft-steps", "40", "--steps", "4", "--prompts-per-step", "2",
+        "--seeds", "0", "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / COMPARISON_FILE).read_text())
+    assert [run["method"] for run in results["runs"]] == ["maxrl", "grpo"]
+    assert results["provenance"]["config"]["seeds"] == [0]
+    sliced = results["slice"]
+    assert sliced["config"]["sft_steps"] == 30 and sliced["config"]["rl_steps"] == 3
+    # the slice's warm start is the beginning of the full run's (same seed, same data)
+    full, part = results["runs"][0]["sft_losses"], sliced["runs"][0]["sft_losses"]
+    assert part == full[:30]
+
+
 def test_two_processes_with_groups_that_straddle_them():
     """3 prompts x 8 completions on 2 processes of 12 rows: prompt 1 has 4 completions on each
     process. The records of both processes are gathered and every group is checked whole."""

@@ -2,7 +2,7 @@ r"""Train the maze policy with MaxRL (or another estimator) inside TRL, or compa
 
 One run, evaluated on held-out mazes, the model saved::
 
-    python -m companion.integrations.trl_maze run --steps 20 --output-dir runs/trl_maze
+    python -m companion.integrations.trl_maze run --output-dir runs/trl_maze
 
 Two CPU processes (gloo), 3 prompts x 8 completions per step, so one group straddles them::
 
@@ -166,20 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="one training run")
     compare_parser = commands.add_parser("compare", help="estimators x seeds, paired")
+    defaults = TRLMazeConfig()
     for sub in (run_parser, compare_parser):
-        sub.add_argument("--cells", type=int, default=3, help="maze cells per side")
+        sub.add_argument("--cells", type=int, default=defaults.cells, help="maze cells per side")
         sub.add_argument("--train-mazes", type=int, default=None, help="default 512 (2x2: 32)")
         sub.add_argument(
             "--eval-mazes", type=int, default=None, help="held out; default 64 (2x2: 16)"
         )
-        sub.add_argument("--eval-samples", type=int, default=16)
-        sub.add_argument("--steps", type=int, default=20, help="TRL optimizer steps")
-        sub.add_argument("--sft-steps", type=int, default=300, help="supervised warm start")
-        sub.add_argument("--sft-batch", type=int, default=64)
-        sub.add_argument("--sft-learning-rate", type=float, default=3e-3)
-        sub.add_argument("--prompts-per-step", type=int, default=8)
-        sub.add_argument("--num-generations", type=int, default=8)
-        sub.add_argument("--learning-rate", type=float, default=5e-4)
+        sub.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
+        sub.add_argument("--steps", type=int, default=defaults.rl_steps, help="TRL steps")
+        sub.add_argument("--sft-steps", type=int, default=defaults.sft_steps, help="warm start")
+        sub.add_argument("--sft-batch", type=int, default=defaults.sft_batch)
+        sub.add_argument("--sft-learning-rate", type=float, default=defaults.sft_learning_rate)
+        sub.add_argument("--prompts-per-step", type=int, default=defaults.prompts_per_step)
+        sub.add_argument("--num-generations", type=int, default=defaults.num_generations)
+        sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     run_parser.add_argument("--advantage", default="maxrl", help="companion estimator name")
     run_parser.add_argument("--seed", type=int, default=0)
     run_parser.add_argument("--output-dir", default=None, help="save the model and result.json")

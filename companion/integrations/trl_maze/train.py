@@ -67,13 +67,13 @@ class TRLMazeConfig:
     train_mazes: int = 512
     eval_mazes: int = 64
     eval_samples: int = 16
-    sft_steps: int = 300
+    sft_steps: int = 600
     sft_batch: int = 64
     sft_learning_rate: float = 3e-3
-    rl_steps: int = 20
+    rl_steps: int = 60
     prompts_per_step: int = 8
     num_generations: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-4
     advantage: str = "maxrl"
     family: str = "llama"  # saved with a tokenizer that AutoTokenizer loads back (not qwen2)
     hidden_size: int = 64
@@ -194,6 +194,7 @@ def train_maze_with_trl(
     Derived in: chapter 10.
     """
     started, wall_start = time.time(), time.perf_counter()
+    record_source = provenance(asdict(config), started) if output_dir is not None else None
     warm = warm_start(config) if warm is None else warm
     model = copy.deepcopy(warm.model)
     initial = [p.detach().clone() for p in model.parameters()]
@@ -252,7 +253,8 @@ def train_maze_with_trl(
         trainer.save_model(str(output_dir))  # model, config and tokenizer files
         _check_saved_tokenizer(output_dir, warm.held_out or warm.train)
         if trainer.accelerator.is_main_process:
-            record = {**result.to_dict(), "provenance": provenance(asdict(config), started)}
+            record_source["wall_seconds"] = round(time.time() - started, 1)
+            record = {**result.to_dict(), "provenance": record_source}
             Path(output_dir, "result.json").write_text(json.dumps(record, indent=1) + "\n")
     return result
 
@@ -283,6 +285,8 @@ def compare_with_trl(
     Derived in: chapter 10.
     """
     started = time.time()
+    setup = {**asdict(config), "methods": list(methods), "seeds": list(seeds)}
+    source = provenance(setup, started)  # the code and machine as the run starts
     runs = []
     for seed in seeds:
         seeded = dataclasses.replace(config, seed=seed)
@@ -296,9 +300,9 @@ def compare_with_trl(
                     f"{result.pass_rate_after:.3f} ({result.seconds:.0f} s)",
                     flush=True,
                 )
-    setup = {**asdict(config), "methods": list(methods), "seeds": list(seeds)}
+    source["wall_seconds"] = round(time.time() - started, 1)
     return {
-        "provenance": provenance(setup, started),
+        "provenance": source,
         "config": asdict(config),
         "methods": list(methods),
         "seeds": list(seeds),
@@ -323,8 +327,9 @@ def slice_config(config: TRLMazeConfig) -> TRLMazeConfig:
 
 
 def provenance(config: dict, started: float) -> dict:
-    """Where a result came from: the exact config, the git commit and whether the tree was
-    clean, the device, the library versions, the start time (UTC) and the wall time so far.
+    """Where a result comes from, taken as it starts: the exact config, the git commit and
+    whether the tree is clean, the device, the library versions, the start time (UTC) and the
+    wall time so far (the caller updates ``wall_seconds`` when it finishes).
 
     Derived in: chapter 10.
     """
@@ -343,7 +348,14 @@ def provenance(config: dict, started: float) -> dict:
     if torch.cuda.is_available():
         device = f"cuda: {torch.cuda.get_device_name(0)}"
     else:
-        device = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        cpuinfo = Path("/proc/cpuinfo")
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else platform.processor() or platform.machine()
+        device = f"cpu: {model}, {os.cpu_count()} cores"
     return {
         "config": config,
         "git_commit": commit or None,
