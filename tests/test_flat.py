@@ -165,3 +165,16 @@ def test_bad_input(rewards, group_ids, error, match):
 def test_estimator_returning_a_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"expected the same shape"):
         grouped(lambda r: r.sum(1), torch.ones(4), torch.tensor([0, 0, 1, 1]))
+
+
+def test_ids_in_equal_runs_skip_the_sort(monkeypatch):
+    """TRL's layout (ids in order, groups of one size) is a plain (P, N) view: no sort."""
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("grouped sorted a batch that was already grouped")
+
+    rewards = (torch.rand(32, 8, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    group_ids = torch.arange(32).repeat_interleave(8) * 7 - 50  # increasing, not 0..P-1
+    monkeypatch.setattr(torch, "sort", no_sort)
+    monkeypatch.setattr(torch, "unique", no_sort)
+    assert torch.equal(grouped(maxrl, rewards.reshape(-1), group_ids), maxrl(rewards).reshape(-1))
