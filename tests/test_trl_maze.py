@@ -146,10 +146,13 @@ def test_two_processes_with_groups_that_straddle_them():
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     for rank in (0, 1):
-        line = next(x for x in done.stdout.splitlines() if x.startswith(f"rank {rank} of 2"))
-        # every step: 3 groups, one of them split; the first step checked this rank's 12 rows
-        assert "finished 3 steps; first step checked 12 rows" in line, line
-        assert "gathered groups checked 9 (3 split over processes" in line, line
-        # and some split group has a nonzero advantage: a per-process computation would differ
-        assert int(re.search(r"(\d+) both\)", line).group(1)) >= 1, line
+        # searched anywhere: the two processes share stdout, so lines may interleave
+        found = re.search(
+            rf"rank {rank} of 2 finished 3 steps; first step checked 12 rows; gathered groups "
+            r"checked 9 \(3 split over processes, \d+ with a nonzero advantage, (\d+) both\)",
+            done.stdout,
+        )
+        # every step: 3 groups, one of them split; the first step checked this rank's 12 rows;
+        # and some split group has a nonzero advantage, where a per-process computation differs
+        assert found and int(found.group(1)) >= 1, done.stdout[-3000:]
     assert '"world_size": 2' in done.stdout
