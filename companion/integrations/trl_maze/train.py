@@ -251,8 +251,8 @@ def train_maze_with_trl(
     )
     if output_dir is not None:
         trainer.save_model(str(output_dir))  # model, config and tokenizer files
-        _check_saved_tokenizer(output_dir, warm.held_out or warm.train)
         if trainer.accelerator.is_main_process:
+            _check_saved_tokenizer(output_dir, warm.held_out or warm.train)
             record_source["wall_seconds"] = round(time.time() - started, 1)
             record = {**result.to_dict(), "provenance": record_source}
             Path(output_dir, "result.json").write_text(json.dumps(record, indent=1) + "\n")
