@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test lint bench clean
+.PHONY: book test lint bench clean test-trl-versions
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -21,6 +21,32 @@ book: $(STAMP)
 
 test: book
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# The TRL releases the bridge is tested on (companion.integrations.trl.TESTED_TRL_VERSIONS; a
+# test keeps the two equal). `make test` uses the newest, pinned in pyproject's `scale` extra;
+# this target runs the bridge's tests under each, one environment per release in
+# $(TRL_VENVS)/<version>. Each sees the book environment's packages (torch, transformers, ...)
+# through a .pth file (the book environment's pip installs into it) and gets only its own trl
+# wheel, so nothing large is downloaded and torch stays the book's.
+TRL_VERSIONS := 1.15.0 1.16.0
+TRL_VENVS ?= .trl-versions
+TRL_TESTS ?= tests/test_trl_bridge.py tests/test_trl_maze.py
+
+test-trl-versions: $(STAMP)
+	@set -e; base=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	for version in $(TRL_VERSIONS); do \
+	  venv=$(TRL_VENVS)/$$version; \
+	  if [ ! -x $$venv/bin/python ]; then \
+	    $(PY) -m venv --without-pip $$venv; \
+	    site=$$($$venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	    echo "import site; site.addsitedir('$$base')" > $$site/book-environment.pth; \
+	    $(PY) -m pip --python $$venv/bin/python install -q --no-deps "trl==$$version"; \
+	  fi; \
+	  $(PY) -m pip --python $$venv/bin/python check; \
+	  $$venv/bin/python -c "import sys, trl; assert trl.__version__ == sys.argv[1], trl.__version__" $$version; \
+	  echo "== trl $$version =="; \
+	  PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:nbval -o addopts="" -q $(TRL_TESTS); \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check companion tests benchmarks book

@@ -8,7 +8,10 @@ timed against
 * a Python loop over prompts calling the same function on one row at a time.
 
 The goal is every advantage function within 5x of the floor. Also times
-``companion.exact.gradient_moments`` for M = 3 outputs and N = 64 samples.
+``companion.exact.gradient_moments`` for M = 3 outputs and N = 64 samples, and
+``companion.estimators.grouped`` (flat rewards ``(B,)`` with a group index, the verl/prime-rl
+layout) against the ``(P, N)`` form on the same equal-size groups: ids in order (goal: within
+3x) and shuffled rows (a sort is paid).
 
     python benchmarks/estimators.py [--sizes 4096x64 65536x64] [--repeats 20]
 """
@@ -21,7 +24,7 @@ import time
 
 import torch
 
-from companion.estimators import ADVANTAGES
+from companion.estimators import ADVANTAGES, grouped
 from companion.exact import gradient_moments
 
 
@@ -72,6 +75,28 @@ def bench_device(device: torch.device, sizes: list[tuple[int, int]], repeats: in
             looped *= num_prompts / loop_rows.shape[0]
             flag = "" if ratio <= 5 else "  (above the 5x goal)"
             print(f"{name:<24}{ratio:>10.2f}{looped / vectorised:>16.0f}{flag}")
+        bench_grouped(rewards, repeats, device)
+
+
+def bench_grouped(rewards: torch.Tensor, repeats: int, device: torch.device) -> None:
+    """grouped(fn, rewards (B,), ids (B,)) against fn(rewards (P, N)) on the same groups."""
+    num_prompts, num_samples = rewards.shape
+    flat = rewards.reshape(-1)  # (B,)
+    ids = torch.arange(num_prompts, device=device).repeat_interleave(num_samples)  # (B,)
+    order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(1)).to(device)
+    print(f"{'grouped / (P, N)':<24}{'ids in order':>14}{'shuffled':>12}")
+    for name, fn in ADVANTAGES.items():
+        in_order, _ = paired_ratio(
+            lambda f=fn: grouped(f, flat, ids), lambda f=fn: f(rewards), repeats, device
+        )
+        shuffled, _ = paired_ratio(
+            lambda f=fn, r=flat[order], g=ids[order]: grouped(f, r, g),
+            lambda f=fn: f(rewards),
+            repeats,
+            device,
+        )
+        flag = "" if in_order <= 3 else "  (above the 3x goal)"
+        print(f"{name:<24}{in_order:>14.2f}{shuffled:>12.2f}{flag}")
 
 
 def bench_exact(repeats: int) -> None:

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from companion.integrations.trl import make_mazes, tiny_causal_lm
+from companion.integrations.trl_maze import make_mazes, tiny_causal_lm
 from companion.maze.env import DONE, PAD, VOCAB_SIZE, encode_prompt, max_answer_length
 from companion.maze.env import prompt_length as maze_prompt_length
 from companion.maze.model import MazeTransformer, ModelConfig

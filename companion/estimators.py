@@ -274,3 +274,6 @@ def policy_gradient_loss(
     raise ValueError(
         f"policy_gradient_loss: aggregation must be 'sequence' or 'token_mean', got {aggregation!r}"
     )
+
+
+from companion.flat import grouped  # noqa: E402, F401  (re-exported)
