@@ -77,6 +77,8 @@ def tiny_config(**overrides) -> MazeConfig:
         ("cells", 9),
         ("n_heads", 3),
         ("probe_mazes", 10_000),
+        ("rl_pool", 10_000),
+        ("rl_pool", -1),
         ("methods", ("maxrl", "nope")),
         ("methods", ("maxrl", "maxrl")),
         ("methods", ()),
@@ -104,10 +106,25 @@ def test_scales_and_round_trip():
             config = MazeConfig.for_scale(scale, experiment)
             assert MazeConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     long, cpu = MazeConfig.long(), MazeConfig.cpu()
-    same = ("cells", "d_model", "n_layers", "sft_steps", "sft_batch", "sft_lr", "rl_lr",
-            "prompts_per_step", "num_samples", "train_pool", "probe_mazes")  # fmt: skip
+    same = (
+        "cells",
+        "d_model",
+        "n_layers",
+        "sft_steps",
+        "sft_batch",
+        "sft_lr",
+        "rl_lr",
+        "prompts_per_step",
+        "num_samples",
+        "train_pool",
+        "probe_mazes",
+    )
     assert all(getattr(long, f) == getattr(cpu, f) for f in same)  # cpu is a slice of long
     assert len(long.seeds) >= 5 and long.eval_mazes >= 256
+    fixed = MazeConfig.for_scale("long", "fixed")
+    assert (
+        fixed.rl_pool and fixed.sft_steps == long.sft_steps and fixed.train_pool == long.train_pool
+    )
     gpu = MazeConfig.gpu()
     assert gpu.cells >= 4 and len(gpu.seeds) >= 3 and gpu.device == "cuda"
     with pytest.raises(ValueError, match="scale"):
@@ -127,16 +144,22 @@ def test_pool_does_not_depend_on_the_number_of_held_out_mazes():
 
 
 def test_stream_seeds_are_distinct_and_in_range():
-    seeds = {stream_seed(s, p, t, b) for s in range(3) for p in (10, 11) for t in range(5)
-             for b in range(4)}  # fmt: skip
+    seeds = {
+        stream_seed(s, p, t, b)
+        for s in range(3)
+        for p in (10, 11)
+        for t in range(5)
+        for b in range(4)
+    }
     assert len(seeds) == 3 * 2 * 5 * 4 and all(0 <= s < 2**63 for s in seeds)
 
 
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     """A config, its data and a model after a short SFT that solves a few held-out mazes."""
-    config = tiny_config(n_heads=2, sft_steps=150, sft_lr=5e-3, sft_batch=32, train_pool=500,
-                         eval_mazes=40)  # fmt: skip
+    config = tiny_config(
+        n_heads=2, sft_steps=150, sft_lr=5e-3, sft_batch=32, train_pool=500, eval_mazes=40
+    )
     pool, held_out = prepare_data(config)
     model = train_sft(config, 0, pool, tmp_path_factory.mktemp("sft")).model
     return config, pool, held_out, model
@@ -174,8 +197,9 @@ def test_rl_loss_is_the_documented_token_mean(warm):
     rewards = verify_rollouts(pool, index, rollouts.tokens)
     advantages = ADVANTAGES["maxrl"](rewards)
     with torch.no_grad():
-        logp = token_logprobs(model, pool.prompts[index], rollouts.tokens.reshape(15, -1),
-                              use_cache=False).view(3, 5, -1)  # fmt: skip
+        logp = token_logprobs(
+            model, pool.prompts[index], rollouts.tokens.reshape(15, -1), use_cache=False
+        ).view(3, 5, -1)
     total, count = 0.0, 0
     for p in range(3):
         for i in range(5):
@@ -200,8 +224,9 @@ def test_resume_from_checkpoint_gives_identical_results(tmp_path):
     # interrupted after 3 steps (last checkpoint at step 2), then resumed in a fresh call
     assert train_sft(config, 0, pool, tmp_path / "b_sft", stop_after=3).metrics is None
     sft_b = train_sft(config, 0, pool, tmp_path / "b_sft")
-    partial = train_rl(config, "maxrl", 0, sft_b.model, pool, tmp_path / "b", held_out,
-                       stop_after=3)  # fmt: skip
+    partial = train_rl(
+        config, "maxrl", 0, sft_b.model, pool, tmp_path / "b", held_out, stop_after=3
+    )
     assert partial.metrics is None
     resumed = train_rl(config, "maxrl", 0, sft_b.model, pool, tmp_path / "b", held_out)
     assert straight.metrics == resumed.metrics and sft.metrics == sft_b.metrics
@@ -231,10 +256,31 @@ def test_probing_and_held_out_evaluation_do_not_change_training(tmp_path):
     assert sum("held_out_correct" in m for m in b) == watched.rl_steps - 1
 
 
+def test_rl_draws_only_from_the_first_rl_pool_mazes(tmp_path, monkeypatch):
+    import companion.maze.train as train_module
+
+    seen = []
+
+    def spy(model, optimizer, method, data, index, generator, config):
+        seen.extend(index.tolist())
+        return {"loss": 0.0}
+
+    monkeypatch.setattr(train_module, "rl_step", spy)
+    config = tiny_config(rl_pool=5, rl_steps=30, probe_every=0)
+    pool, _ = prepare_data(config)
+    sft = train_sft(config, 0, pool, tmp_path / "sft").model
+    train_rl(config, "grpo", 0, sft, pool, tmp_path / "rl")
+    assert set(seen) == set(range(5))
+    seen.clear()
+    train_rl(config.replace(rl_pool=0), "grpo", 0, sft, pool, tmp_path / "all")
+    assert max(seen) >= 5
+
+
 def test_experiment_writes_results_and_refuses_another_config(tmp_path):
     config = tiny_config(methods=("grpo", "maxrl"))
-    results = run_experiment(config, tmp_path / "run", results_path=tmp_path / "r.json",
-                             progress=False)  # fmt: skip
+    results = run_experiment(
+        config, tmp_path / "run", results_path=tmp_path / "r.json", progress=False
+    )
     assert not list(tmp_path.rglob("*.tmp"))
     stored = json.loads((tmp_path / "r.json").read_text())
     assert stored["complete"] and stored["config"] == config.to_dict()
@@ -257,6 +303,23 @@ def test_experiment_writes_results_and_refuses_another_config(tmp_path):
         assert again["runs"]["0"][name]["eval"] == results["runs"]["0"][name]["eval"]
     with pytest.raises(ValueError, match="another configuration"):
         run_experiment(tiny_config(rl_steps=5), tmp_path / "run", progress=False)
+
+
+def test_a_slice_reproduces_the_start_of_a_longer_run_exactly(tmp_path):
+    """What the chapter asserts live: fewer RL steps and held-out mazes, same first numbers."""
+    full = tiny_config(rl_steps=6, eval_mazes=40, methods=("rloo", "maxrl"), probe_every=3)
+    part = full.replace(rl_steps=3, eval_mazes=32)
+    a = run_experiment(full, tmp_path / "full", progress=False)["runs"]["0"]
+    b = run_experiment(part, tmp_path / "part", progress=False)["runs"]["0"]
+    assert a["sft"]["train"] == b["sft"]["train"]
+    assert a["sft"]["eval"]["correct"][:32] == b["sft"]["eval"]["correct"]
+    assert a["sft"]["eval"]["probe_reward"] == b["sft"]["eval"]["probe_reward"]
+    for method in ("rloo", "maxrl"):
+        for name, column in b[method]["train"].items():
+            if name == "probe_reward":
+                assert column["value"][0] == a[method]["train"][name]["value"][0]
+            else:
+                assert column == a[method]["train"][name][:3]
 
 
 def test_nothing_is_written_when_the_data_cannot_be_built(tmp_path):

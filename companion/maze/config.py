@@ -2,14 +2,15 @@ r"""Configuration of the maze experiment: one validated dataclass and three name
 
 * ``cpu``: what the chapter runs live on 2 CPU cores, a slice of ``long`` (seed 0, the first
   RL steps, the first block of held-out mazes), so it reproduces numbers of the committed
-  ``long`` results exactly.
+  ``long`` results exactly (on a CPU with one torch thread).
 * ``long``: the committed CPU results (five seeds, 256 held-out mazes), about an hour per
   command on one core.
 * ``gpu``: one CUDA GPU, 4x4-cell mazes, a 0.8M-parameter model, minutes.
 
 Each scale has presets for the three experiments: ``compare`` (every method, several seeds),
-``sweep`` (the number of samples N varies) and ``fixed`` (a small training set repeated for
-many epochs, held-out pass@k tracked during training).
+``sweep`` (the number of samples N varies) and ``fixed`` (RL on a small set of ``rl_pool``
+training mazes repeated for many epochs, held-out pass@k tracked during training; the SFT warm
+start is the same as in ``compare``).
 
 Derived in: chapter 9.
 """
@@ -43,6 +44,7 @@ _INT_AT_LEAST = {  # field -> smallest allowed value
     "prompts_per_step": 1,
     "num_samples": 2,
     "train_pool": 1,
+    "rl_pool": 0,
     "eval_mazes": 1,
     "eval_samples": 1,
     "probe_mazes": 0,
@@ -71,7 +73,7 @@ class MazeConfig:
     sft_steps: int = 300
     sft_batch: int = 32
     sft_lr: float = 2e-3
-    rl_steps: int = 300
+    rl_steps: int = 200
     prompts_per_step: int = 16
     num_samples: int = 16
     rl_lr: float = 3e-4
@@ -80,11 +82,12 @@ class MazeConfig:
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     train_pool: int = 5000
+    rl_pool: int = 0
     eval_mazes: int = 256
     eval_samples: int = 64
     probe_mazes: int = 64
     probe_samples: int = 16
-    probe_every: int = 10
+    probe_every: int = 20
     eval_every: int = 0
     checkpoint_every: int = 50
     autocast: bool = False
@@ -117,6 +120,10 @@ class MazeConfig:
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"MazeConfig: d_model {self.d_model} must be divisible by n_heads {self.n_heads}"
+            )
+        if self.rl_pool > self.train_pool:
+            raise ValueError(
+                f"MazeConfig.rl_pool ({self.rl_pool}) cannot exceed train_pool ({self.train_pool})"
             )
         if self.probe_mazes > self.train_pool:
             raise ValueError(
@@ -224,7 +231,7 @@ _LONG = dict(
     sft_steps=300,
     sft_batch=32,
     sft_lr=2e-3,
-    rl_steps=300,
+    rl_steps=200,
     prompts_per_step=16,
     num_samples=16,
     rl_lr=3e-4,
@@ -234,20 +241,20 @@ _LONG = dict(
     eval_samples=64,
     probe_mazes=64,
     probe_samples=16,
-    probe_every=10,
+    probe_every=20,
 )
 _PRESETS: dict[str, dict[str, dict]] = {
     "long": {
         "base": _LONG,
         "compare": {},
-        "sweep": dict(seeds=(0, 1), rl_steps=100, prompts_per_step=8),
-        "fixed": dict(seeds=(0, 1, 2), train_pool=64, rl_steps=400, eval_every=50),
+        "sweep": dict(seeds=(0, 1), prompts_per_step=4, rl_steps=80, eval_samples=32),
+        "fixed": dict(methods=("grpo", "maxrl"), rl_pool=64, rl_steps=300, eval_every=100),
     },
     "cpu": {  # a slice of long: same data, model and SFT, seed 0, first RL steps, one block
-        "base": {**_LONG, "seeds": (0,), "rl_steps": 10, "eval_mazes": 32},
+        "base": {**_LONG, "seeds": (0,), "rl_steps": 20, "eval_mazes": 32},
         "compare": {},
-        "sweep": dict(prompts_per_step=8, rl_steps=4),
-        "fixed": dict(train_pool=64, rl_steps=10, eval_every=5),
+        "sweep": dict(prompts_per_step=4, rl_steps=4, eval_samples=32),
+        "fixed": dict(methods=("grpo", "maxrl"), rl_pool=64, rl_steps=20, eval_every=10),
     },
     "gpu": {
         "base": dict(
@@ -274,7 +281,7 @@ _PRESETS: dict[str, dict[str, dict]] = {
         ),
         "compare": {},
         "sweep": dict(seeds=(0,), rl_steps=100),
-        "fixed": dict(train_pool=128, rl_steps=400, eval_every=50, seeds=(0, 1, 2)),
+        "fixed": dict(methods=("grpo", "maxrl"), rl_pool=128, rl_steps=400, eval_every=50),
     },
 }
 
@@ -299,7 +306,7 @@ def describe(config: MazeConfig) -> str:
         f"SFT {config.sft_steps} steps x {config.sft_batch} mazes, lr {config.sft_lr:g}; "
         f"RL {config.rl_steps} steps x {config.prompts_per_step} mazes x "
         f"{config.num_samples} rollouts, lr {config.rl_lr:g}\n"
-        f"methods {', '.join(config.methods)}; seeds {list(config.seeds)}; train pool "
-        f"{config.train_pool} mazes; {probe}\n"
+        f"methods {', '.join(config.methods)}; seeds {list(config.seeds)}; SFT on "
+        f"{config.train_pool} mazes, RL on {config.rl_pool or config.train_pool}; {probe}\n"
         f"held-out {config.eval_mazes} mazes x {config.eval_samples} samples, {held_out}"
     )

@@ -291,7 +291,8 @@ def train_rl(
     generator = make_generator(config.device, 1000 + seed)
 
     def step_fn(step: int) -> dict:
-        rows = batch_indices(seed, PHASE_RL, step, config.prompts_per_step, len(pool))
+        rl_pool = config.rl_pool or len(pool)  # RL draws from the first rl_pool mazes
+        rows = batch_indices(seed, PHASE_RL, step, config.prompts_per_step, rl_pool)
         index = torch.as_tensor(rows, device=config.device)
         metrics = rl_step(model, optimizer, method, pool, index, generator, config)
         done = step + 1
