@@ -70,7 +70,6 @@ def _evaluation(
     pool: MazeBatchData,
     seed: int,
     config: MazeConfig,
-    step: int,
     with_probe: bool,
 ) -> dict:
     """The held-out evaluation of a finished phase, cached in ``folder/eval.json``."""
@@ -78,9 +77,9 @@ def _evaluation(
     stored = read_json(path, _RUN_FILE_REMEDY)
     if stored is None:
         began = time.perf_counter()
-        stored = evaluate(phase.model, held_out, config.eval_samples, seed, config, step=step)
+        stored = evaluate(phase.model, held_out, config.eval_samples, seed, config)
         if with_probe and config.probe_mazes:
-            stored["probe_reward"] = probe_reward(phase.model, pool, seed, 0, config)
+            stored["probe_reward"] = probe_reward(phase.model, pool, seed, config)
         stored["seconds"] = time.perf_counter() - began
         write_json(stored, path)
     return stored
@@ -148,7 +147,7 @@ def run_experiment(
         runs: dict = {}
         results["runs"][str(seed)] = runs
         sft = train_sft(config, seed, pool, seed_dir / "sft", progress)
-        sft_eval = _evaluation(sft, seed_dir / "sft", held_out, pool, seed, config, 0, True)
+        sft_eval = _evaluation(sft, seed_dir / "sft", held_out, pool, seed, config, True)
         runs["sft"] = _record(sft, sft_eval)
         for n in samples:
             target = runs.setdefault(f"N{n}", {}) if sweep else runs
@@ -157,9 +156,7 @@ def run_experiment(
                 phase = train_rl(
                     configs[n], method, seed, sft.model, pool, folder, held_out, progress
                 )
-                evaluation = _evaluation(
-                    phase, folder, held_out, pool, seed, configs[n], configs[n].rl_steps, False
-                )
+                evaluation = _evaluation(phase, folder, held_out, pool, seed, configs[n], False)
                 target[method] = _record(phase, evaluation)
                 publish(False)
     publish(True)

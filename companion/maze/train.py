@@ -6,10 +6,12 @@ A phase (SFT, or RL with one method) lives in one folder::
 
 written atomically every ``checkpoint_every`` steps and read with ``weights_only=True``, so an
 interrupted phase resumes where its last checkpoint left it, with the same result as an
-uninterrupted one. Every random draw is a pure function of (seed, purpose, step): the mazes of
-a step (:func:`companion.maze.data.batch_indices`), the evaluation and probe samples (their own
-generators, one per block of 32 mazes), so evaluating more or fewer mazes, or probing more
-often, never changes the training trajectory.
+uninterrupted one. The mazes of a step are a pure function of (seed, step)
+(:func:`companion.maze.data.batch_indices`); evaluation and probe samples come from their own
+generators, one per block of 32 mazes, seeded by (seed, purpose, block) only: every model of a
+seed, at every step and with every method, is measured with the same random numbers (common
+random numbers), and evaluating more or fewer mazes, or probing more often, never changes the
+training trajectory.
 
 Derived in: chapter 9.
 """
@@ -297,10 +299,10 @@ def train_rl(
         metrics = rl_step(model, optimizer, method, pool, index, generator, config)
         done = step + 1
         if config.probe_mazes and config.probe_every and done % config.probe_every == 0:
-            metrics["probe_reward"] = probe_reward(model, pool, seed, done, config)
+            metrics["probe_reward"] = probe_reward(model, pool, seed, config)
         due = config.eval_every and done % config.eval_every == 0 and done < config.rl_steps
         if held_out is not None and due:
-            counts = evaluate(model, held_out, config.eval_samples, seed, config, step=done)
+            counts = evaluate(model, held_out, config.eval_samples, seed, config)
             metrics["held_out_correct"] = counts["correct"]
         return metrics
 
@@ -325,21 +327,20 @@ def evaluate(
     num_samples: int,
     seed: int,
     config: MazeConfig,
-    step: int = 0,
     purpose: int = STREAM_EVAL,
 ) -> dict:
     r"""Sample ``n = num_samples`` answers for each maze of ``data`` and count the correct ones.
 
     Mazes go in blocks of :data:`EVAL_BLOCK`, block ``b`` with its own generator seeded by
-    ``(seed, purpose, step, b)``: the counts of the first mazes do not depend on how many
-    mazes follow, and every method is evaluated on the same random stream. Returns
+    ``(seed, purpose, b)``: the counts of the first mazes do not depend on how many mazes
+    follow, and every model of a seed is evaluated with the same random numbers. Returns
     ``{"num_samples": n, "correct": [c per maze], "frac_done", "mean_length"}``; pass@k is
     :func:`companion.passk.estimate_pass_at_k` of ``(n, c, k)``.
     """
     correct, ended, lengths = [], [], []
     for block, begin in enumerate(range(0, len(data), EVAL_BLOCK)):
         index = torch.arange(begin, min(begin + EVAL_BLOCK, len(data)), device=data.prompts.device)
-        generator = make_generator(config.device, stream_seed(seed, purpose, step, block))
+        generator = make_generator(config.device, stream_seed(seed, purpose, block))
         rollouts, rewards = sample_and_verify(model, data, index, num_samples, generator, config)
         correct.append(rewards.sum(1).long().cpu())
         ended.append((rollouts.tokens == DONE).any(dim=-1).float().flatten().cpu())
@@ -353,11 +354,11 @@ def evaluate(
 
 
 def probe_reward(
-    model: MazeTransformer, pool: MazeBatchData, seed: int, step: int, config: MazeConfig
+    model: MazeTransformer, pool: MazeBatchData, seed: int, config: MazeConfig
 ) -> float:
     """Mean reward of ``probe_samples`` answers on each of the first ``probe_mazes`` training
-    mazes (a fixed probe set, its own random stream): a training curve that does not move
-    with the mazes a step happens to draw."""
+    mazes: a fixed probe set, sampled with the same random numbers at every step, so that the
+    curve moves only when the model does, not with the mazes a step happens to draw."""
     probe = pool.subset(config.probe_mazes)
-    counts = evaluate(model, probe, config.probe_samples, seed, config, step, STREAM_PROBE)
+    counts = evaluate(model, probe, config.probe_samples, seed, config, STREAM_PROBE)
     return sum(counts["correct"]) / (config.probe_samples * config.probe_mazes)
