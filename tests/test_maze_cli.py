@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -158,3 +159,55 @@ def test_corrupted_run_file_is_an_error_that_names_it(tmp_path, capsys):
     assert main([*TINY, "--methods", "rloo", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "rloo/eval.json" in err and "delete it" in err and "Traceback" not in err
+
+
+def test_the_gpu_command_runs_at_cpu_size_with_bf16_autocast(tmp_path):
+    """The GPU preset's code path (4x4 cells, bf16 autocast) with every size overridden small."""
+    small = [
+        "--device",
+        "cpu",
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--sft-steps",
+        "3",
+        "--rl-steps",
+        "2",
+        "--train-pool",
+        "32",
+        "--eval-mazes",
+        "4",
+        "--eval-samples",
+        "4",
+        "--probe-mazes",
+        "4",
+        "--probe-samples",
+        "2",
+        "--prompts-per-step",
+        "2",
+        "--num-samples",
+        "4",
+        "--seeds",
+        "0",
+        "--no-progress",
+    ]
+    assert main(["--scale", "gpu", *small, "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    config = results["config"]
+    assert config["scale"] == "gpu" and config["cells"] == 4 and config["autocast"]
+    for name in ("sft", "reinforce", "rloo", "grpo", "maxrl"):
+        entry = results["runs"]["0"][name]
+        assert all(math.isfinite(v) for v in entry["train"]["loss"])
+        assert len(entry["eval"]["correct"]) == 4
+
+
+@pytest.mark.parametrize(
+    "flag", ["--lr", "--grad-clip", "--rl-steps", "--sft-batch", "--eval-samples", "--rl-pool"]
+)
+def test_a_bad_value_error_names_the_flag(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([flag, "-1", "--out", str(tmp_path / "run")])
+    assert f"{flag} must be" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 
 import numpy as np
@@ -124,6 +125,16 @@ def build_config(args: argparse.Namespace) -> MazeConfig:
     return MazeConfig.for_scale(scale, experiment, **overrides)
 
 
+def _as_flags(message: str) -> str:
+    """``MazeConfig.rl_lr must ...`` -> ``--lr must ...``: name the flag the user typed."""
+
+    def flag(match: re.Match) -> str:
+        field = "lr" if match.group(1) == "rl_lr" else match.group(1)
+        return "--" + field.replace("_", "-")
+
+    return re.sub(r"MazeConfig\.(\w+)", flag, message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in samples:
                 dataclasses.replace(config, num_samples=n)  # validates each N
     except (TypeError, ValueError) as error:
-        parser.error(str(error))
+        parser.error(_as_flags(str(error)))
     if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(
             f"the {config.scale} scale runs on {config.device}, but this torch "

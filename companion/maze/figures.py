@@ -40,6 +40,12 @@ def _plt():
     return plt
 
 
+def _offsets(names: list[str], width: float) -> dict[str, float]:
+    """Small symmetric shifts along x, one per name, so that equal curves stay visible."""
+    count = len(names)
+    return {name: width * (i - (count - 1) / 2) for i, name in enumerate(names)}
+
+
 def _style(name: str) -> dict:
     return dict(
         color=method_color(name), marker=MARKERS.get(name, "."), label=LABELS.get(name, name)
@@ -110,11 +116,13 @@ def sweep_figure(results: dict):
     plt = _plt()
     n, samples = eval_samples(results), np.array(results["num_samples"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    methods = results["config"]["methods"]
+    shift = _offsets(methods, 0.04)  # in log2 units of N
     for ax, k in zip(axes, (1, n), strict=True):
         table = sweep_table(results, k)
-        for method in results["config"]["methods"]:
+        for method in methods:
             values = -np.log(table[method])  # (len(N), S)
-            ax.plot(samples, values.mean(1), ms=5, **_style(method))
+            ax.plot(samples * 2 ** shift[method], values.mean(1), ms=5, **_style(method))
         ax.axhline(
             -np.log(table["sft"]).mean(),
             color=method_color("sft"),
@@ -123,7 +131,6 @@ def sweep_figure(results: dict):
             label=LABELS["sft"],
         )
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set(
             xlabel="$N$ (rollouts per maze during RL)",
             ylabel=f"$-\\log$ pass@{k}",
@@ -140,9 +147,12 @@ def training_figure(results: dict, ks: tuple[int, ...]):
     are seeds, thick lines their mean."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
+    methods = results["config"]["methods"]
+    shift = _offsets(methods, 0.01 * results["config"]["rl_steps"])
     for ax, k in zip(axes[0], ks, strict=True):
-        for method in results["config"]["methods"]:
+        for method in methods:
             steps, values = held_out_over_training(results, method, k)
+            steps = steps + shift[method]
             for row in values:
                 ax.plot(steps, row, color=method_color(method), lw=0.6, alpha=0.35)
             ax.plot(steps, values.mean(0), ms=4, **_style(method))
