@@ -303,6 +303,10 @@ def test_experiment_writes_results_and_refuses_another_config(tmp_path):
         assert again["runs"]["0"][name]["eval"] == results["runs"]["0"][name]["eval"]
     with pytest.raises(ValueError, match="another configuration"):
         run_experiment(tiny_config(rl_steps=5), tmp_path / "run", progress=False)
+    more = run_experiment(config.replace(seeds=(0, 1)), tmp_path / "run", progress=False)
+    assert more["runs"]["0"]["maxrl"]["train"] == results["runs"]["0"]["maxrl"]["train"]
+    assert more["runs"]["0"]["maxrl"]["eval"] == results["runs"]["0"]["maxrl"]["eval"]
+    assert set(more["runs"]) == {"0", "1"}
 
 
 def test_a_slice_reproduces_the_start_of_a_longer_run_exactly(tmp_path):

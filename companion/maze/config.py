@@ -247,7 +247,7 @@ _PRESETS: dict[str, dict[str, dict]] = {
     "long": {
         "base": _LONG,
         "compare": {},
-        "sweep": dict(seeds=(0, 1), prompts_per_step=4, rl_steps=80, eval_samples=32),
+        "sweep": dict(prompts_per_step=4, rl_steps=80, eval_samples=32),
         "fixed": dict(methods=("grpo", "maxrl"), rl_pool=64, rl_steps=300, eval_every=100),
     },
     "cpu": {  # a slice of long: same data, model and SFT, seed 0, first RL steps, one block

@@ -8,7 +8,8 @@ One run folder holds everything (never committed)::
     run_dir/seed{s}/{method}/{checkpoint.pt, eval.json}            (compare, fixed)
     run_dir/seed{s}/N{n}/{method}/{checkpoint.pt, eval.json}       (sweep)
 
-Re-running a command on the same folder resumes from what it holds. After every finished run
+Re-running a command on the same folder resumes from what it holds; it may ask for other seeds
+(every other setting must be the same). After every finished run
 the results file (``results_path``, e.g. ``book/results/09_mazes/compare_long.json``) is
 rewritten with everything finished so far and ``"complete": false`` until the last one.
 
@@ -85,6 +86,12 @@ def _evaluation(
     return stored
 
 
+def _without_seeds(identity: dict) -> dict:
+    """A run folder's identity without the seeds: each seed has its own folder, so more seeds
+    can be added to a finished run."""
+    return {**identity, "config": {**identity.get("config", {}), "seeds": None}}
+
+
 def _record(phase: Phase, evaluation: dict) -> dict:
     return {"train": columns(phase.metrics), "eval": evaluation, "seconds": phase.seconds}
 
@@ -127,10 +134,10 @@ def run_experiment(
     run_dir = Path(run_dir)
     identity = {"experiment": experiment, "num_samples": samples, "config": config.to_dict()}
     stored = read_json(run_dir / "config.json", _RUN_FILE_REMEDY)
-    if stored is not None and stored != identity:
+    if stored is not None and _without_seeds(stored) != _without_seeds(identity):
         raise ValueError(
             f"run_experiment: {run_dir} holds a run with another configuration; use a new "
-            "folder or delete it"
+            "folder or delete it (only the seeds may change between runs in one folder)"
         )
     write_json(identity, run_dir / "config.json")
     began = time.perf_counter()
