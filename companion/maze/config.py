@@ -280,7 +280,7 @@ _PRESETS: dict[str, dict[str, dict]] = {
             autocast=True,
         ),
         "compare": {},
-        "sweep": dict(seeds=(0,), rl_steps=100),
+        "sweep": dict(rl_steps=100),
         "fixed": dict(methods=("grpo", "maxrl"), rl_pool=128, rl_steps=400, eval_every=50),
     },
 }
