@@ -10,13 +10,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from companion.estimators import ADVANTAGES
 from companion.maze.config import MazeConfig
 from companion.maze.data import evaluation_mazes, prepare_data, stream_seed
 from companion.maze.env import DONE, PAD, bfs_path, verify
 from companion.maze.experiment import run_experiment
-from companion.maze.provenance import RunFileError, load_checkpoint, read_json
+from companion.maze.provenance import RunFileError, load_checkpoint, read_json, write_json
 from companion.maze.sampler import sample, token_logprobs
 from companion.maze.train import (
     evaluate,
@@ -395,3 +397,22 @@ def test_device_checks(monkeypatch):
     assert MazeConfig.for_device("cpu").scale == "cpu"
     assert MazeConfig.for_device("cuda").scale == "gpu"
     assert np.isfinite(MazeConfig.gpu().rl_lr)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+
+
+@given(_JSON)
+@example({"text": 'a [1, 2] list in a string " [3, 4]', "numbers": [1, 2.5, -3e-05]})
+def test_results_json_round_trips(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("json") / "x.json"
+    write_json(data, path)
+    assert json.loads(path.read_text()) == data

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import subprocess
 
 import torch
@@ -25,10 +26,16 @@ class RunFileError(RuntimeError):
     """A file of a run folder or a results file cannot be read."""
 
 
+# a JSON string (left alone) or a list with no string, list or object inside (put on one line)
+_STRING_OR_FLAT_LIST = re.compile(r'("(?:[^"\\]|\\.)*")|(\[[^\[\]{}"]*\])')
+
+
 def write_json(data: object, path: str | os.PathLike) -> pathlib.Path:
-    """``data`` as indented JSON, through :func:`companion.runtime.atomic_write`."""
-    text = (json.dumps(data, indent=1, allow_nan=False) + "\n").encode()
-    return atomic_write(path, lambda handle: handle.write(text))
+    """``data`` as indented JSON with lists of numbers on one line, through
+    :func:`companion.runtime.atomic_write`."""
+    text = json.dumps(data, indent=1, allow_nan=False)
+    text = _STRING_OR_FLAT_LIST.sub(lambda m: m.group(1) or "".join(m.group(2).split()), text)
+    return atomic_write(path, lambda handle: handle.write((text + "\n").encode()))
 
 
 def read_json(path: str | os.PathLike, remedy: str) -> object | None:
