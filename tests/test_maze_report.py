@@ -9,6 +9,7 @@ import pytest
 
 from companion.maze.report import (
     compare,
+    compute_seconds,
     default_ks,
     efficiency_gain,
     format_table,
@@ -139,3 +140,13 @@ def test_curves_over_training_and_the_sweep_table():
     table = sweep_table(sweep, 2)
     assert table["maxrl"].shape == (2, 3) and table["sft"].shape == (3,)
     assert table["maxrl"][1] == pytest.approx(pass_at_k_curves(sweep, "maxrl", 8)[:, 1])
+
+
+def test_compute_seconds_adds_every_phase_and_evaluation():
+    results = synthetic(seeds=2, sweep=True)
+    for runs in results["runs"].values():
+        runs["sft"]["seconds"], runs["sft"]["eval"]["seconds"] = 10.0, 1.0
+        for key in ("N4", "N8"):
+            for entry in runs[key].values():
+                entry["seconds"], entry["eval"]["seconds"] = 2.0, 0.5
+    assert compute_seconds(results) == 2 * (11.0 + 2 * 2 * 2.5)

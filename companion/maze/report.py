@@ -231,3 +231,22 @@ def format_table(results: dict, ks: Sequence[int] | None = None) -> str:
         cells = [row[f"pass@{k}"] for k in ks] + [row["never"]]
         lines.append(f"{row['name']:<10}" + "".join(f"{m:>9.3f} ± {s:.3f}" for m, s in cells))
     return "\n".join(lines)
+
+
+def compute_seconds(results: dict) -> float:
+    """Seconds spent training and evaluating, summed over every run of ``results`` (across
+    all sessions of a resumed command, unlike the provenance's wall time of the last one)."""
+    total = 0.0
+
+    def add(entry: dict) -> None:
+        nonlocal total
+        if "eval" in entry:
+            total += entry.get("seconds", 0.0) + entry["eval"].get("seconds", 0.0)
+        else:  # {method: entry} of one N in a sweep
+            for inner in entry.values():
+                add(inner)
+
+    for runs in results["runs"].values():
+        for entry in runs.values():
+            add(entry)
+    return total
