@@ -74,7 +74,7 @@ def coverage_figure(results: dict, baseline: str = "grpo", method: str = "maxrl"
             f"$k^* = {gain[0]}$",
             (gain[0], best[-1]),
             textcoords="offset points",
-            xytext=(6, -14),
+            xytext=(-44, 8),
             color=method_color(method),
         )
     left.set(
