@@ -16,38 +16,15 @@ from companion.maze.__main__ import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
+SMALL = (
+    "--d-model 16 --n-layers 1 --n-heads 2 --sft-steps 2 --rl-steps 2 --train-pool 32 "
+    "--eval-mazes 4 --probe-mazes 4 --probe-samples 2 --prompts-per-step 2 --no-progress"
+).split()
 TINY = [
     "--scale",
     "cpu",
-    "--cells",
-    "3",
-    "--d-model",
-    "16",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--sft-steps",
-    "2",
-    "--rl-steps",
-    "2",
-    "--train-pool",
-    "32",
-    "--eval-mazes",
-    "4",
-    "--eval-samples",
-    "2",
-    "--probe-mazes",
-    "4",
-    "--probe-samples",
-    "2",
-    "--probe-every",
-    "1",
-    "--prompts-per-step",
-    "2",
-    "--num-samples",
-    "2",
-    "--no-progress",
+    *"--cells 3 --probe-every 1 --eval-samples 2 --num-samples 2".split(),
+    *SMALL,
 ]
 
 
@@ -163,38 +140,8 @@ def test_corrupted_run_file_is_an_error_that_names_it(tmp_path, capsys):
 
 def test_the_gpu_command_runs_at_cpu_size_with_bf16_autocast(tmp_path):
     """The GPU preset's code path (4x4 cells, bf16 autocast) with every size overridden small."""
-    small = [
-        "--device",
-        "cpu",
-        "--d-model",
-        "16",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--sft-steps",
-        "3",
-        "--rl-steps",
-        "2",
-        "--train-pool",
-        "32",
-        "--eval-mazes",
-        "4",
-        "--eval-samples",
-        "4",
-        "--probe-mazes",
-        "4",
-        "--probe-samples",
-        "2",
-        "--prompts-per-step",
-        "2",
-        "--num-samples",
-        "4",
-        "--seeds",
-        "0",
-        "--no-progress",
-    ]
-    assert main(["--scale", "gpu", *small, "--out", str(tmp_path)]) == 0
+    small = ["--device", "cpu", "--eval-samples", "4", "--num-samples", "4", "--seeds", "0"]
+    assert main(["--scale", "gpu", *small, *SMALL, "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     config = results["config"]
     assert config["scale"] == "gpu" and config["cells"] == 4 and config["autocast"]
