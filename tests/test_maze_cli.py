@@ -48,6 +48,7 @@ TINY = [
         ["--samples", "8"],
         ["sweep", "--samples", "1", "4"],
         ["--show-maze", "1"],
+        ["--cells", "2", "--eval-mazes", "49"],
         ["--no-such-flag"],
     ],
 )
@@ -126,6 +127,15 @@ def test_run_sweep_and_fixed_write_results(tmp_path, capsys):
     fixed = json.loads((tmp_path / "c" / "results.json").read_text())
     assert fixed["experiment"] == "fixed"
     assert fixed["runs"]["0"]["grpo"]["train"]["held_out_correct"]["step"] == [1]
+
+
+def test_a_folder_with_another_run_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY, "--methods", "grpo", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--methods", "grpo", "--rl-steps", "3", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "another configuration" in err and err.count("\n") == 1
 
 
 def test_corrupted_run_file_is_an_error_that_names_it(tmp_path, capsys):

@@ -303,7 +303,7 @@ def test_experiment_writes_results_and_refuses_another_config(tmp_path):
     for name in ("sft", "grpo", "maxrl"):
         assert again["runs"]["0"][name]["train"] == results["runs"]["0"][name]["train"]
         assert again["runs"]["0"][name]["eval"] == results["runs"]["0"][name]["eval"]
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(RunFileError, match="another configuration"):
         run_experiment(tiny_config(rl_steps=5), tmp_path / "run", progress=False)
     more = run_experiment(config.replace(seeds=(0, 1)), tmp_path / "run", progress=False)
     assert more["runs"]["0"]["maxrl"]["train"] == results["runs"]["0"]["maxrl"]["train"]

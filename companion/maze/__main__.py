@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from companion.maze.config import EXPERIMENTS, METHODS, SCALES, SWEEP_SAMPLES, MazeConfig, describe
+from companion.maze.data import prepare_data
 from companion.maze.env import prim_maze, render
 from companion.maze.experiment import run_experiment
 from companion.maze.provenance import RunFileError, write_json
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             samples = tuple(args.samples or SWEEP_SAMPLES)
             for n in samples:
                 dataclasses.replace(config, num_samples=n)  # validates each N
+        if torch.device(config.device).type != "cuda" or torch.cuda.is_available():
+            prepare_data(config)  # enough distinct mazes for these sizes? (cached for the run)
     except (TypeError, ValueError) as error:
         parser.error(_as_flags(str(error)))
     if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():

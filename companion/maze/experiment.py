@@ -26,7 +26,7 @@ import torch
 
 from companion.maze.config import MazeConfig
 from companion.maze.data import MazeBatchData, prepare_data
-from companion.maze.provenance import provenance, read_json, write_json
+from companion.maze.provenance import RunFileError, provenance, read_json, write_json
 from companion.maze.train import Phase, evaluate, probe_reward, train_rl, train_sft
 
 RESULTS_FORMAT = 1
@@ -135,9 +135,9 @@ def run_experiment(
     identity = {"experiment": experiment, "num_samples": samples, "config": config.to_dict()}
     stored = read_json(run_dir / "config.json", _RUN_FILE_REMEDY)
     if stored is not None and _without_seeds(stored) != _without_seeds(identity):
-        raise ValueError(
-            f"run_experiment: {run_dir} holds a run with another configuration; use a new "
-            "folder or delete it (only the seeds may change between runs in one folder)"
+        raise RunFileError(
+            f"{run_dir} holds a run with another configuration; use a new folder or delete it "
+            "(only the seeds may change between runs in one folder)"
         )
     write_json(identity, run_dir / "config.json")
     began = time.perf_counter()
