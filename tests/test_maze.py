@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 
 import numpy as np
 import pytest
 import torch
 
+from companion.maze.config import MazeConfig
 from companion.maze.env import (
     DONE,
     DOWN,
@@ -29,17 +29,8 @@ from companion.maze.env import (
     verify,
     verify_batch,
 )
-from companion.maze.model import MazeTransformer, ModelConfig
+from companion.maze.model import KVCache, MazeTransformer, ModelConfig, shared_prefix_attention
 from companion.maze.sampler import sample, token_logprobs
-from companion.maze.train import (
-    MazeConfig,
-    efficiency_gain,
-    prepare_data,
-    run_experiment,
-    save_figures,
-    train_rl,
-    train_sft,
-)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -250,87 +241,63 @@ def test_token_logprobs_cache_equals_full_pass():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-# ----------------------------------------------------------------------------- trainer
-def _tiny_config(**overrides) -> MazeConfig:
-    values = dict(
-        cells=2,
-        d_model=16,
-        n_layers=1,
-        n_heads=2,
-        sft_steps=4,
-        sft_batch=8,
-        rl_steps=4,
-        prompts_per_step=4,
-        num_samples=4,
-        train_pool=64,
-        eval_mazes=6,
-        eval_samples=4,
-        checkpoint_every=2,
-        seeds=(0,),
+def _prefix_case(steps: int, own_past: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    prompts, group, heads, dim, prefix = 3, 4, 2, 8, 5
+    batch = prompts * group
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    q = randn(batch, heads, steps, dim)
+    prefix_k, prefix_v = randn(prompts, heads, prefix, dim), randn(prompts, heads, prefix, dim)
+    own_k, own_v = (
+        randn(batch, heads, own_past + steps, dim),
+        randn(batch, heads, own_past + steps, dim),
     )
-    values.update(overrides)
-    return MazeConfig.cpu(**values)
+    return q, prefix_k, prefix_v, own_k, own_v, group
 
 
-def test_held_out_mazes_never_in_training_pool():
-    config = _tiny_config(cells=3, train_pool=3000, eval_mazes=20)
-    pool, held_out = prepare_data(config)
-    train_keys = {m.key() for m in pool.mazes}
-    assert not train_keys & {m.key() for m in held_out.mazes}
+@pytest.mark.parametrize(("steps", "own_past"), [(1, 0), (1, 6), (4, 0), (3, 5)])
+def test_shared_prefix_attention_equals_attention_over_copied_keys(steps, own_past):
+    q, prefix_k, prefix_v, own_k, own_v, group = _prefix_case(steps, own_past)
+    keys = torch.cat([prefix_k.repeat_interleave(group, 0), own_k], dim=2)
+    values = torch.cat([prefix_v.repeat_interleave(group, 0), own_v], dim=2)
+    total = keys.shape[2]
+    allowed = torch.ones(steps, total, dtype=torch.bool).tril(total - steps)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)
+    got = shared_prefix_attention(q, prefix_k, prefix_v, own_k, own_v)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_resume_from_checkpoint_gives_identical_results(tmp_path):
-    config = _tiny_config()
-    pool, _ = prepare_data(config)
-    sft, _ = train_sft(config, 0, pool, tmp_path / "a_sft")
-    straight, metrics = train_rl(config, "maxrl", 0, sft, pool, tmp_path / "a")
-    # interrupted after 3 steps (last checkpoint at step 2), then resumed in a fresh call
-    sft_b, first = train_sft(config, 0, pool, tmp_path / "b_sft", stop_after=3)
-    assert first is None
-    sft_b, _ = train_sft(config, 0, pool, tmp_path / "b_sft")
-    _, partial = train_rl(config, "maxrl", 0, sft_b, pool, tmp_path / "b", stop_after=3)
-    assert partial is None
-    resumed, metrics_b = train_rl(config, "maxrl", 0, sft_b, pool, tmp_path / "b")
-    assert metrics == metrics_b
-    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
-        assert torch.equal(p, q)
+def test_shared_prefix_cache_refuses_misuse():
+    model = _tiny_model()
+    cache = model.new_cache()
+    with pytest.raises(ValueError, match="fill the cache"):
+        cache.share_prefix(2)
+    model(torch.randint(0, VOCAB_SIZE, (2, 5)), cache)
+    shared = cache.share_prefix(3)
+    assert isinstance(shared, KVCache) and shared.prefix_len == 5 and shared.group == 3
+    with pytest.raises(ValueError, match="already shares"):
+        shared.share_prefix(2)
+    with pytest.raises(ValueError, match="plain cache"):
+        shared.repeat_interleave(2)
 
 
-def test_tiny_experiment_is_finite_and_pass_at_k_monotone(tmp_path):
-    config = _tiny_config()
-    results = run_experiment(config, tmp_path, progress=False)
-    assert not list(tmp_path.rglob("*.tmp"))
-    stored = json.loads((tmp_path / "results.json").read_text())
-    assert stored["config"] == config.to_dict()
-    for name in ("sft", *config.methods):
-        entry = results["seeds"]["0"][name]
-        assert all(np.isfinite(step["loss"]) for step in entry["train"])
-        curve = np.array(entry["eval"]["pass_at_k"])
-        assert len(curve) == config.eval_samples and (np.diff(curve) >= -1e-12).all()
-    figures = save_figures(results, tmp_path)
-    assert all(path.stat().st_size > 0 for path in figures)
-    with pytest.raises(ValueError):
-        run_experiment(_tiny_config(rl_steps=5), tmp_path, progress=False)
-
-
-def test_bf16_autocast_path_runs(tmp_path):
-    """The GPU scale's bf16 autocast path (here on the CPU): finite losses, correct shapes."""
-    config = _tiny_config(autocast=True, sft_steps=2, rl_steps=2, methods=("grpo", "maxrl"))
-    results = run_experiment(config, tmp_path, progress=False)
-    for name in ("sft", "grpo", "maxrl"):
-        entry = results["seeds"]["0"][name]
-        assert all(np.isfinite(step["loss"]) for step in entry["train"])
-        assert len(entry["eval"]["pass_at_k"]) == config.eval_samples
-
-
-def test_efficiency_gain_and_config_validation():
-    grpo = np.array([0.2, 0.3, 0.35, 0.4])
-    maxrl = np.array([0.2, 0.4, 0.5, 0.6])
-    assert efficiency_gain(grpo, maxrl) == (2, 2.0)
-    assert efficiency_gain(maxrl, grpo) is None
-    with pytest.raises(ValueError):
-        MazeConfig.cpu(methods=("nope",))
-    with pytest.raises(ValueError):
-        MazeConfig.cpu(num_samples=1)
-    assert MazeConfig.for_device("cpu").scale == "cpu"
-    assert MazeConfig.for_device("cuda").scale == "gpu"
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sampling_frequencies_follow_softmax_of_logits_over_temperature(temperature):
+    """First-token frequencies of many samples against softmax(logits / T), with peaked
+    logits so that T = 0.5, 1 and 2 give clearly different distributions."""
+    model = _tiny_model(4)
+    prompt = torch.randint(0, VOCAB_SIZE, (1, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.head.weight.mul_(1.5 / model(prompt)[0, -1].std())  # logits spread by about 1.5
+        logits = model(prompt)[0, -1].double()
+    expected = torch.softmax(logits / temperature, dim=0)
+    assert (expected - torch.softmax(logits, 0)).abs().max() > 0.05  # T matters here
+    draws = 40_000
+    generator = torch.Generator().manual_seed(2)
+    first = sample(model, prompt, draws, 1, temperature=temperature, generator=generator)
+    frequencies = torch.bincount(first.tokens[0, :, 0], minlength=VOCAB_SIZE).double() / draws
+    sigma = (expected * (1 - expected) / draws).sqrt()
+    assert ((frequencies - expected).abs() <= 5 * sigma + 1e-9).all()

@@ -40,9 +40,13 @@ class ModelConfig:
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far.
+    r"""Keys and values of every layer for the tokens seen so far.
 
-    ``keys[layer]`` and ``values[layer]``: ``(B, H, max_len, D)``, filled up to ``length``.
+    A plain cache holds, per layer, ``keys[layer]`` and ``values[layer]`` of shape
+    ``(B, H, max_len, D)``, filled up to ``length``. After :meth:`share_prefix` the first
+    ``prefix_len`` positions are stored once per prompt, ``(P, H, prefix_len, D)``, and shared by
+    the ``group = N`` consecutive rows that continue that prompt; only the positions after the
+    prefix are stored per row, ``(B, H, max_len - prefix_len, D)`` with ``B = P * N``.
     Allocated on the first write, in the dtype of the keys (bf16 under autocast).
     """
 
@@ -51,30 +55,104 @@ class KVCache:
         self.length = 0
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.prefix_keys: list[torch.Tensor] | None = None
+        self.prefix_values: list[torch.Tensor] | None = None
+        self.prefix_len = 0
+        self.group = 1
 
     def write(
         self, layer: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store ``key``/``value`` ``(B, H, T, D)`` at ``length``; return all so far."""
+        """Store ``key``/``value`` ``(B, H, T, D)`` at ``length``; return the stored keys and
+        values of this row so far (after the shared prefix, if there is one)."""
         batch, heads, steps, dim = key.shape
         if self.keys[layer] is None:
-            shape = (batch, heads, self.max_len, dim)
+            shape = (batch, heads, self.max_len - self.prefix_len, dim)
             self.keys[layer] = key.new_zeros(shape)
             self.values[layer] = value.new_zeros(shape)
-        end = self.length + steps
-        if end > self.max_len:
-            raise ValueError(f"KVCache: {end} tokens exceed max_len {self.max_len}")
-        self.keys[layer][:, :, self.length : end] = key
-        self.values[layer][:, :, self.length : end] = value
+        begin = self.length - self.prefix_len
+        end = begin + steps
+        if self.length + steps > self.max_len:
+            raise ValueError(f"KVCache: {self.length + steps} tokens exceed max_len {self.max_len}")
+        self.keys[layer][:, :, begin:end] = key
+        self.values[layer][:, :, begin:end] = value
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def share_prefix(self, repeats: int) -> KVCache:
+        """A cache for ``P * repeats`` rows that continue this plain cache's P rows: row
+        ``P_index * repeats + j`` sees prompt ``P_index``'s keys, which are kept once, not
+        copied ``repeats`` times (prefill P prompts once, then sample N answers for each)."""
+        if self.prefix_keys is not None:
+            raise ValueError("KVCache.share_prefix: this cache already shares a prefix")
+        if any(k is None for k in self.keys):
+            raise ValueError("KVCache.share_prefix: fill the cache with the prompts first")
+        out = KVCache(len(self.keys), self.max_len)
+        out.prefix_keys = [k[:, :, : self.length] for k in self.keys]
+        out.prefix_values = [v[:, :, : self.length] for v in self.values]
+        out.prefix_len = out.length = self.length
+        out.group = repeats
+        return out
+
     def repeat_interleave(self, repeats: int) -> KVCache:
-        """Each batch row repeated ``repeats`` times (prefill P prompts, sample P*N)."""
+        """Each batch row of a plain cache copied ``repeats`` times (the simple, memory-hungry
+        alternative to :meth:`share_prefix`)."""
+        if self.prefix_keys is not None:
+            raise ValueError("KVCache.repeat_interleave: only a plain cache can be repeated")
         out = KVCache(len(self.keys), self.max_len)
         out.length = self.length
         out.keys = [k.repeat_interleave(repeats, dim=0) for k in self.keys]
         out.values = [v.repeat_interleave(repeats, dim=0) for v in self.values]
         return out
+
+
+def shared_prefix_attention(
+    q: torch.Tensor,
+    prefix_keys: torch.Tensor,
+    prefix_values: torch.Tensor,
+    own_keys: torch.Tensor,
+    own_values: torch.Tensor,
+) -> torch.Tensor:
+    r"""Causal attention of ``B = P * G`` rows whose first keys are shared by groups of G rows.
+
+    .. math:: y = \mathrm{softmax}\Bigl(\frac{q\,[K_{\mathrm{prefix}};\,K_{\mathrm{own}}]^\top}
+              {\sqrt{D}} + M\Bigr)\,[V_{\mathrm{prefix}};\,V_{\mathrm{own}}]
+
+    the same numbers as attention over the concatenated keys of each row, but the prefix
+    scores are one matrix product per prompt, so the prefix is read P times instead of B.
+    The query at own position ``S - T + t`` sees every prefix key and own keys ``0 .. S-T+t``.
+
+    =================  ==================  ==========================================
+    argument           shape               meaning
+    =================  ==================  ==========================================
+    ``q``              ``(B, H, T, D)``    queries of the last T positions of a row
+    ``prefix_keys``    ``(P, H, T0, D)``   keys of the shared prefix (also values)
+    ``own_keys``       ``(B, H, S, D)``    keys after the prefix, S >= T (also values)
+    returns            ``(B, H, T, D)``
+    =================  ==================  ==========================================
+    """
+    batch, heads, steps, dim = q.shape
+    prompts, prefix_len = prefix_keys.shape[0], prefix_keys.shape[2]
+    group, own_len = batch // prompts, own_keys.shape[2]
+    q = q * dim**-0.5
+    # prefix: one (G*T, D) x (D, T0) product per prompt and head
+    q_grouped = q.view(prompts, group, heads, steps, dim).transpose(1, 2)  # (P, H, G, T, D)
+    q_grouped = q_grouped.reshape(prompts, heads, group * steps, dim)
+    prefix_scores = q_grouped @ prefix_keys.transpose(-1, -2)  # (P, H, G*T, T0)
+    prefix_scores = prefix_scores.view(prompts, heads, group, steps, prefix_len).transpose(1, 2)
+    own_scores = q @ own_keys.transpose(-1, -2)  # (B, H, T, S)
+    if steps > 1:  # own position S - T + t sees own keys 0 .. S - T + t
+        allowed = torch.ones(steps, own_len, dtype=torch.bool, device=q.device)
+        own_scores = own_scores.masked_fill(~allowed.tril(own_len - steps), float("-inf"))
+    scores = torch.cat([prefix_scores.reshape(batch, heads, steps, prefix_len), own_scores], -1)
+    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, H, T, T0 + S)
+    prefix_weights, own_weights = weights.split([prefix_len, own_len], dim=-1)
+    prefix_weights = prefix_weights.reshape(prompts, group, heads, steps, prefix_len)
+    prefix_weights = prefix_weights.transpose(1, 2).reshape(prompts, heads, group * steps, -1)
+    prefix_out = (prefix_weights @ prefix_values).view(prompts, heads, group, steps, dim)
+    prefix_out = prefix_out.transpose(1, 2).reshape(batch, heads, steps, dim)
+    if steps == 1:  # B*H products of (1, S) x (S, D): a broadcast sum is faster
+        return prefix_out + (own_weights.transpose(-1, -2) * own_values).sum(-2, keepdim=True)
+    return prefix_out + own_weights @ own_values
 
 
 class RMSNorm(nn.Module):
@@ -107,6 +185,11 @@ class CausalSelfAttention(nn.Module):
             if cache is not None:
                 cache.write(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        elif cache.prefix_keys is not None:
+            k_own, v_own = cache.write(layer, k, v)  # (B, H, own + T, D)
+            y = shared_prefix_attention(
+                q, cache.prefix_keys[layer], cache.prefix_values[layer], k_own, v_own
+            )
         else:
             past = cache.length
             k_all, v_all = cache.write(layer, k, v)  # (B, H, past + T, D)

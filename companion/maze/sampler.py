@@ -57,8 +57,9 @@ def sample(
 ) -> Rollouts:
     r"""Generate ``num_samples`` answers for each of the P prompts at once (P*N sequences).
 
-    With ``use_cache`` the prompts are run once (prefill on P rows), the KV cache is repeated
-    N times, and each step feeds one token per sequence. Without it every step re-runs the
+    With ``use_cache`` the prompts are run once (prefill on P rows), the N answers of a prompt
+    share its keys and values (:meth:`KVCache.share_prefix`), and each step feeds one token per
+    sequence. Without it every step re-runs the
     whole sequence (the reference the benchmark compares against). A sequence stops at its
     first DONE; sampling stops when all have stopped or after ``max_new_tokens``.
     ``temperature=1`` samples from the policy (training rollouts); ``0`` is greedy.
@@ -78,7 +79,7 @@ def sample(
         if use_cache:
             cache = model.new_cache()
             logits = model(prompts, cache)[:, -1]  # (P, V)
-            cache = cache.repeat_interleave(num_samples)
+            cache = cache.share_prefix(num_samples)  # the prompt's keys kept once, not N times
             logits = logits.repeat_interleave(num_samples, dim=0)  # (B, V)
         else:
             sequence = prompts.repeat_interleave(num_samples, dim=0)  # (B, T0)
@@ -117,9 +118,9 @@ def token_logprobs(
     r"""Log-probabilities ``(B, L)`` of ``answers`` ``(B, L)``, ``B = P * N``, after ``prompts``
     ``(P, T0)`` (answers ``N*p .. N*p + N - 1`` belong to prompt ``p``); differentiable.
 
-    With ``use_cache`` each prompt runs once: its keys and values are repeated N times and
-    the answers attend to them, so a step costs ``P*T0 + B*L`` token positions instead of
-    ``B*(T0 + L)``. Without it, one teacher-forced pass over the full sequences (the
+    With ``use_cache`` each prompt runs once and its N answers attend to its keys and values,
+    kept once (:meth:`KVCache.share_prefix`), so a step costs ``P*T0 + B*L`` token positions
+    instead of ``B*(T0 + L)``. Without it, one teacher-forced pass over the full sequences (the
     reference; both give the same numbers up to rounding). Position ``T0 - 1 + t`` predicts
     answer token ``t``. Tokens after DONE (PAD) get a value too; mask them out.
     """
@@ -135,7 +136,7 @@ def token_logprobs(
             first = model(prompts, cache)[:, -1:]  # (P, 1, V): predicts answer token 0
             first = first.repeat_interleave(num_samples, dim=0)  # (B, 1, V)
             if answers.shape[1] > 1:
-                cache = cache.repeat_interleave(num_samples)
+                cache = cache.share_prefix(num_samples)
                 rest = model(answers[:, :-1], cache)  # (B, L - 1, V)
                 logits = torch.cat([first, rest], dim=1)  # (B, L, V)
             else:
