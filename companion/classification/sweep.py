@@ -71,8 +71,6 @@ class SweepPlan:
         ("sgd", "maxrl", 16),
         ("sgd", "maxrl", 128),
         ("sgd", "maxrl", 1024),
-        ("sgd", "reinforce", 1024),
-        ("sgd", "grpo", 1024),
     )
     selection_metric: str = "nll"
 
@@ -338,8 +336,8 @@ def _run_all(stage, configs, out, device, progress, echo) -> list[RunResult]:
         if run is None:
             key = (config.num_classes, config.input_dim, config.label_temperature,
                    config.train_size, config.validation_size, config.task_seed)  # fmt: skip
-            if key not in cache:
-                cache = {key: make_task(config, device)}  # one task in memory at a time
+            if key not in cache:  # a few MB per task: keep every task of the stage
+                cache[key] = make_task(config, device)
             run = execute(config, device, cache[key], progress)
             write_json(path, run.to_dict())
             state = run.error or (f"nll {run.final('nll'):.3f} pass@1 {run.final('pass@1'):.4f}")
