@@ -144,3 +144,27 @@ def test_task_for_another_config_is_refused():
 def test_float_encoding_round_trips():
     values = torch.tensor([-1e-8, -0.5, -30.0, 0.0], dtype=torch.float64)
     assert decode_floats(encode_floats(values)).tolist() == pytest.approx(values.tolist(), rel=1e-7)
+
+
+def test_every_training_stream_comes_from_the_train_seed(monkeypatch):
+    """The task seed makes the data; the training seed makes the init, batches and samples."""
+    import companion.classification.task as task_module
+    import companion.classification.train as train_module
+
+    calls, original = [], task_module.generator
+
+    def recording(seed, stream, device="cpu"):
+        calls.append((seed, stream))
+        return original(seed, stream, device)
+
+    monkeypatch.setattr(train_module, "generator", recording)
+    monkeypatch.setattr(task_module, "generator", recording)
+    config = dataclasses.replace(TINY, method="rloo", num_samples=2, task_seed=5, train_seed=7)
+    train(config, task=make_task(config))
+    assert sorted(set(calls)) == [
+        (5, "data"),
+        (5, "teacher"),
+        (7, "batches"),
+        (7, "init"),
+        (7, "samples"),
+    ]

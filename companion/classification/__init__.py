@@ -12,7 +12,8 @@ policy gradients (REINFORCE, RLOO, GRPO, MaxRL) see only sampled labels and thei
 * :mod:`~companion.classification.report` and :mod:`~companion.classification.figures`:
   tables over seeds, paired bootstraps, the analytic share, figures.
 
-Run ``python -m companion.classification --help``.
+Train one run with :func:`companion.classification.train.train`; run
+``python -m companion.classification --help`` for the command line.
 """
 
 from companion.classification.config import (
@@ -32,7 +33,7 @@ from companion.classification.task import (
     sample_labels,
     teacher_probabilities,
 )
-from companion.classification.train import NonFiniteTrainingError, RunResult, step_loss, train
+from companion.classification.train import NonFiniteTrainingError, RunResult, step_loss
 
 __all__ = [
     "METHODS",
@@ -53,5 +54,4 @@ __all__ = [
     "sample_labels",
     "step_loss",
     "teacher_probabilities",
-    "train",
 ]
