@@ -144,3 +144,25 @@ def test_tuning_table_counts_divergence_as_worst():
         (10.0, math.inf, 1),
     ]
     assert rows[0]["pass@1"] == pytest.approx((math.exp(-3) + math.exp(-5)) / 2)
+
+
+def test_until_cuts_the_history():
+    run = make_run(nll=(7.0, 3.0, 2.0))
+    run.train_pass_rate, run.all_fail_fraction = [None, 0.1, 0.2], [None, 0.9, 0.8]
+    short = report.until(run, 150)
+    assert short.steps == [0, 100] and short.metrics["nll"] == [7.0, 3.0]
+    assert short.all_fail_fraction == [None, 0.9] and short.final_log_pass_rate == ""
+    assert run.steps == [0, 100, 200]  # the original is unchanged
+
+
+def test_bootstrap_at_an_intermediate_step_uses_the_kept_values():
+    long_runs = [make_run(seed=s, nll=(7.0, 3.0, 2.0), log_p=[-5.0, -5.0]) for s in (0, 1)]
+    for run in long_runs:
+        run.example_log_pass_rates = {"100": encode_floats(torch.tensor([-1.0, -3.0]))}
+    short_runs = [make_run(seed=s, nll=(7.0, 3.0), log_p=[-2.0, -2.0]) for s in (0, 1)]
+    with pytest.raises(ValueError, match="different steps"):
+        report.paired_bootstrap(long_runs, short_runs, "nll")
+    assert report.paired_bootstrap(long_runs, short_runs, "nll", step=100)[0] == pytest.approx(0.0)
+    assert report.per_example(long_runs[0], "nll") == pytest.approx([5.0, 5.0])
+    with pytest.raises(KeyError, match="step 150"):
+        report.per_example(long_runs[0], "nll", 150)

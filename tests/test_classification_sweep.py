@@ -134,6 +134,8 @@ def test_sweep_writes_every_run_with_provenance_and_resumes(tmp_path, monkeypatc
     assert json.loads((out / "learning_rates.json").read_text())["chosen"] == chosen
     long_run = load_run(next(out.glob("main/sgd/maxrl-N4-*-task0-train0.json")))
     assert long_run.steps == [0, 3, 6, 9] and long_run.provenance["config"] == long_run.config
+    short_run = load_run(next(out.glob("main/sgd/maxrl-N2-*-task0-train0.json")))
+    assert list(long_run.example_log_pass_rates) == ["6"] and short_run.example_log_pass_rates == {}
     # Resume: nothing runs again.
     monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("a finished run ran again"))
     assert run_sweep(MICRO, out, echo=lambda line: None) == chosen

@@ -168,3 +168,11 @@ def test_every_training_stream_comes_from_the_train_seed(monkeypatch):
         (7, "init"),
         (7, "samples"),
     ]
+
+
+def test_per_example_values_kept_where_asked():
+    config = dataclasses.replace(TINY, method="maxrl", num_samples=4)
+    full, _ = train(config, keep_examples_at=(5, 7))
+    short, _ = train(dataclasses.replace(config, steps=5))
+    assert list(full.example_log_pass_rates) == ["5"]  # step 7 is never evaluated
+    assert full.example_log_pass_rates["5"] == short.final_log_pass_rate

@@ -7,6 +7,7 @@ Derived in: chapter 8.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -60,6 +61,20 @@ def metric_at(run: RunResult, metric: str, step: int) -> float:
     if step not in run.steps:
         raise KeyError(f"{run.config['method']}: no evaluation at step {step}")
     return run.metrics[metric][run.steps.index(step)]
+
+
+def until(run: RunResult, step: int) -> RunResult:
+    """A copy of ``run`` whose history stops at ``step`` (the per-example final values are
+    dropped: they belong to the last step)."""
+    keep = sum(s <= step for s in run.steps)
+    return dataclasses.replace(
+        run,
+        steps=run.steps[:keep],
+        metrics={name: values[:keep] for name, values in run.metrics.items()},
+        train_pass_rate=run.train_pass_rate[:keep],
+        all_fail_fraction=run.all_fail_fraction[:keep],
+        final_log_pass_rate="",
+    )
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -152,9 +167,15 @@ def plateau_step(steps: list[int], values: list[float], tolerance: float) -> int
     raise AssertionError("unreachable: the last value always qualifies")
 
 
-def per_example(run: RunResult, metric: str) -> np.ndarray:
-    """Per-validation-example values of ``metric`` at the run's last step (from ``log p``)."""
-    log_p = decode_floats(run.final_log_pass_rate)
+def per_example(run: RunResult, metric: str, step: int | None = None) -> np.ndarray:
+    """Per-validation-example values of ``metric`` at ``step`` (default: the run's last step),
+    from the stored ``log p`` (``KeyError`` if the run kept none at that step)."""
+    if step is None or step == run.steps[-1]:
+        log_p = decode_floats(run.final_log_pass_rate)
+    elif str(step) in run.example_log_pass_rates:
+        log_p = decode_floats(run.example_log_pass_rates[str(step)])
+    else:
+        raise KeyError(f"{label_of(key_of(run))}: no per-example values kept at step {step}")
     if metric == "nll":
         return -log_p
     if metric == "pass@1":
@@ -167,22 +188,24 @@ def paired_bootstrap(
     runs_a: list[RunResult],
     runs_b: list[RunResult],
     metric: str,
+    step: int | None = None,
     samples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Mean of ``metric(a) - metric(b)`` and its 95% paired-bootstrap interval.
+    """Mean of ``metric(a) - metric(b)`` at ``step`` and its 95% paired-bootstrap interval.
 
     Runs are paired by seed (same task, same validation examples); the examples of every seed
     are resampled with replacement and the statistic is the mean over seeds of the mean
-    per-example difference. Returns ``(estimate, low, high)``.
+    per-example difference. ``step=None``: each run's last step (which must agree).
+    Returns ``(estimate, low, high)``.
     """
     pairs = {(r.config["task_seed"], r.config["train_seed"]): [r] for r in runs_a}
     for run in runs_b:
         pairs.get((run.config["task_seed"], run.config["train_seed"]), []).append(run)
-    differences = [
-        per_example(a, metric) - per_example(b, metric)
-        for a, b in (p for p in pairs.values() if len(p) == 2)
-    ]
+    matched = [pair for pair in pairs.values() if len(pair) == 2]
+    if step is None and any(a.steps[-1] != b.steps[-1] for a, b in matched):
+        raise ValueError("paired_bootstrap: the runs end at different steps; give step=")
+    differences = [per_example(a, metric, step) - per_example(b, metric, step) for a, b in matched]
     if len(differences) != len(runs_a) or len(differences) != len(runs_b):
         raise ValueError("paired_bootstrap: runs_a and runs_b must hold the same seeds")
     rng = np.random.default_rng(seed)

@@ -244,11 +244,14 @@ def execute(
     device: torch.device | str,
     task: ClassificationTask | None = None,
     progress: bool = False,
+    keep_examples_at: tuple[int, ...] = (),
 ) -> RunResult:
     """Train one run and attach its provenance; a diverged run comes back with ``error`` set."""
     started, clock = time.time(), time.perf_counter()
     try:
-        result, _ = train(config, device=device, task=task, progress=progress)
+        result, _ = train(
+            config, device=device, task=task, progress=progress, keep_examples_at=keep_examples_at
+        )
     except NonFiniteTrainingError as error:
         result = RunResult(config=config.to_dict(), error=str(error))
     result.provenance = provenance(config.to_dict(), device, started, time.perf_counter() - clock)
@@ -321,14 +324,15 @@ def run_sweep(
             f"{plan_path} holds another plan; resume with the same flags or use another folder"
         )
     write_json(plan_path, plan.to_dict())
-    tuned = _run_all("tune", tune_configs(plan), out, device, progress, echo)
+    tuned = _run_all("tune", tune_configs(plan), out, device, progress, echo, ())
     chosen = choose_learning_rates(tuned, plan.selection_metric)
     write_json(out / "learning_rates.json", {"metric": plan.selection_metric, "chosen": chosen})
-    _run_all("main", main_configs(plan, chosen), out, device, progress, echo)
+    # A long run also keeps its per-example pass rates where the other runs stop.
+    _run_all("main", main_configs(plan, chosen), out, device, progress, echo, (plan.base.steps,))
     return chosen
 
 
-def _run_all(stage, configs, out, device, progress, echo) -> list[RunResult]:
+def _run_all(stage, configs, out, device, progress, echo, keep_at) -> list[RunResult]:
     results, cache = [], {}
     for index, config in enumerate(configs, 1):
         path = run_path(out, stage, config)
@@ -338,7 +342,8 @@ def _run_all(stage, configs, out, device, progress, echo) -> list[RunResult]:
                    config.train_size, config.validation_size, config.task_seed)  # fmt: skip
             if key not in cache:  # a few MB per task: keep every task of the stage
                 cache[key] = make_task(config, device)
-            run = execute(config, device, cache[key], progress)
+            keep = tuple(step for step in keep_at if step < config.steps)
+            run = execute(config, device, cache[key], progress, keep)
             write_json(path, run.to_dict())
             state = run.error or (f"nll {run.final('nll'):.3f} pass@1 {run.final('pass@1'):.4f}")
             echo(

@@ -103,7 +103,9 @@ class RunResult:
     ``"pass@k"``); ``train_pass_rate`` and ``all_fail_fraction`` average the training
     minibatches since the previous evaluation (``None`` at step 0, and ``all_fail_fraction``
     is ``None`` for cross-entropy); ``final_log_pass_rate`` holds :math:`\log p_x` of every
-    validation example at the last step (:func:`encode_floats`); ``error`` says why a run
+    validation example at the last step (:func:`encode_floats`), and
+    ``example_log_pass_rates[str(step)]`` the same at the steps asked for by ``train``'s
+    ``keep_examples_at``; ``error`` says why a run
     stopped early (a non-finite loss), empty otherwise.
     """
 
@@ -113,6 +115,7 @@ class RunResult:
     train_pass_rate: list[float | None] = field(default_factory=list)
     all_fail_fraction: list[float | None] = field(default_factory=list)
     final_log_pass_rate: str = ""
+    example_log_pass_rates: dict[str, str] = field(default_factory=dict)
     train_seconds: float = 0.0
     rollouts_per_second: float = 0.0
     all_fail_advantage_total: float = 0.0
@@ -165,8 +168,12 @@ def train(
     device: torch.device | str = "cpu",
     task: ClassificationTask | None = None,
     progress: bool = False,
+    keep_examples_at: tuple[int, ...] = (),
 ) -> tuple[RunResult, nn.Module]:
-    """Train the student with ``config.method`` for ``config.steps`` steps.
+    r"""Train the student with ``config.method`` for ``config.steps`` steps.
+
+    The per-example validation :math:`\log p_x` is kept at the last step and at every
+    evaluated step in ``keep_examples_at`` (e.g. where a shorter run of a comparison stops).
 
     The initial weights, the minibatch order and the label-sampling stream come from
     ``config.train_seed`` (separate streams), so two methods with the same seed see the same
@@ -212,6 +219,8 @@ def train(
         with torch.no_grad():
             log_pass_rate = log_pass_rates(model(task.validation_inputs), task.validation_labels)
         result.steps.append(step)
+        if step in keep_examples_at:
+            result.example_log_pass_rates[str(step)] = encode_floats(log_pass_rate)
         for name, value in metrics_from_log_pass_rates(log_pass_rate, ks).items():
             result.metrics[name].append(value)
         count = window["steps"]
