@@ -67,6 +67,7 @@ def test_run_turns_bad_values_into_one_line_usage_errors(flags, match, capsys, t
         (["--optimizers", "adam"], "no ['adam']"),
         (["--long-steps", "10"], "long_steps"),
         (["--selection-metric", "pass@16"], "--selection-metric"),
+        (["--grid-extensions", "-1"], "grid_extensions"),
     ],
 )
 def test_sweep_turns_bad_values_into_one_line_usage_errors(flags, match, capsys, tmp_path):

@@ -41,6 +41,8 @@ def test_histories_draw_the_mean_and_the_range(runs):
     assert [line.get_label() for line in lines] == ["cross-entropy", "MaxRL N=8"]
     assert lines[1].get_ydata().tolist() == [7.0, 3.0, 2.5]  # mean of (7, 3, 3) and (7, 3, 2)
     assert len(ax.collections) == 2 and all(line.get_marker() != "None" for line in lines)
+    assert [line.get_markevery() for line in lines] == [(0, 5), (1, 5)]  # shifted markers
+    assert ax.get_ylabel() == "validation NLL"
 
 
 def test_difference_is_paired_by_seed(runs):
@@ -62,10 +64,14 @@ def test_sample_count_sweep_and_progress(runs):
     # seed 0: (6 - 7) / (3 - 7) and (3 - 7) / (3 - 7); seed 1: (6 - 7) / (2.9 - 7), ...
     expected = [np.mean([0.25, 1 / 4.1]), np.mean([1.0, 4 / 4.1])]
     assert ns.tolist() == [2, 8] and mean == pytest.approx(expected)
-    shares = {"maxrl": np.array([0.1, 0.5]), "reinforce": np.array([0.01, 0.01])}
+    shares = {
+        "maxrl": (np.array([0.1, 0.5]), "MaxRL share"),
+        "reinforce": (np.array([0.01] * 2), "R"),
+    }
     ax = figures.plot_progress_and_share(_axes(), runs, "sgd", "nll", 100, shares)
     dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert [line.get_ydata().tolist() for line in dotted] == [[0.1, 0.5], [0.01, 0.01]]
+    assert [line.get_label() for line in dotted] == ["MaxRL share", "R"]
 
 
 def test_tuning_leaves_out_diverged_rates():
@@ -75,4 +81,6 @@ def test_tuning_leaves_out_diverged_rates():
     tune.append(make_run("maxrl", 4, seed=0, lr=100.0, error="NaN"))
     ax = figures.plot_tuning(_axes(), tune, "sgd")
     (line,) = ax.get_lines()
-    assert line.get_xdata().tolist() == [1.0, 10.0] and ax.get_xscale() == "log"
+    offset = figures.OFFSETS["maxrl"]
+    assert line.get_xdata().tolist() == [offset, 10 * offset] and ax.get_xscale() == "log"
+    assert line.get_ydata().tolist() == [1.0, 10.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 
 import pytest
@@ -16,6 +17,8 @@ from companion.classification.sweep import (
     SweepPlan,
     check_output_folder,
     choose_learning_rates,
+    extend_grids,
+    initial_grids,
     load_run,
     main_configs,
     plan_for_scale,
@@ -41,6 +44,7 @@ MICRO = SweepPlan(
     sample_counts={"sgd": (2, 4)},
     long_steps=9,
     long_runs=(("sgd", "maxrl", 4),),
+    grid_extensions=0,
 )
 
 
@@ -77,6 +81,7 @@ def test_the_long_plan_is_the_papers_regime():
         ({"sample_counts": {"sgd": (1,)}}, "num_samples"),
         ({"learning_rates": {"sgd": (0.0,)}}, "learning_rate"),
         ({"base": "TINY"}, "ClassificationConfig"),
+        ({"grid_extensions": -1}, "grid_extensions"),
     ],
 )
 def test_bad_plans_raise(changes, match):
@@ -190,3 +195,35 @@ def test_provenance_block():
     state = git_state()
     assert len(state["commit"]) == 40 and isinstance(state["clean"], bool)
     assert {"torch_version", "python_version", "torch_threads"} <= set(block)
+
+
+def test_extend_grids_past_an_edge_that_holds_the_choice():
+    grids = {"sgd": {"cross_entropy": (1.0, 10.0, 100.0), "maxrl": (1.0, 10.0, 100.0),
+                     "grpo": (1.0, 10.0, 100.0)}}  # fmt: skip
+    chosen = {"sgd": {"cross_entropy": 10.0, "maxrl": 1.0, "grpo": 100.0}}
+    wider = extend_grids(grids, chosen)
+    assert wider["sgd"]["cross_entropy"] == (1.0, 10.0, 100.0)
+    assert wider["sgd"]["maxrl"] == pytest.approx((0.1, 1.0, 10.0, 100.0))
+    assert wider["sgd"]["grpo"] == pytest.approx((1.0, 10.0, 100.0, 1000.0))
+    assert extend_grids(grids, {"sgd": dict.fromkeys(chosen["sgd"], 10.0)}) is None
+
+
+def test_sweep_extends_a_grid_until_the_choice_is_inside(tmp_path, monkeypatch):
+    """A fake trainer whose NLL is |log10(lr) + 1.5|. On the grid (0.5, 5) the lower edge wins,
+    so 0.05 is added; it wins at the new edge, so 0.005 is added; it loses: 0.05 is inside."""
+
+    def fake(config, device, task=None, progress=False, keep_examples_at=()):
+        nll = abs(math.log10(config.learning_rate) + 1.5) + (config.method == "maxrl")
+        return RunResult(config=config.to_dict(), steps=[0, config.steps],
+                         metrics={"nll": [9.0, nll], "pass@1": [0.0, 0.5]},
+                         provenance={"wall_seconds": 0.0})  # fmt: skip
+
+    monkeypatch.setattr(sweep, "execute", fake)
+    monkeypatch.setattr(sweep, "make_task", lambda config, device: None)
+    plan = dataclasses.replace(MICRO, grid_extensions=2)
+    chosen = run_sweep(plan, tmp_path, echo=lambda line: None)
+    rates = json.loads((tmp_path / "learning_rates.json").read_text())
+    assert chosen == {"sgd": {"cross_entropy": 0.05, "maxrl": 0.05}}
+    assert rates["grids"]["sgd"]["maxrl"] == pytest.approx([0.005, 0.05, 0.5, 5.0])
+    assert len(list((tmp_path / "tune").rglob("*.json"))) == 2 * 4  # methods x rates x 1 seed
+    assert initial_grids(plan) == {"sgd": {"cross_entropy": (0.5, 5.0), "maxrl": (0.5, 5.0)}}

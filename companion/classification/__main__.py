@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--optimizers", type=_choices(OPTIMIZERS), help="subset of sgd,adam")
     sweep.add_argument("--n", type=_ints, help="N values of the comparison (every optimizer)")
     sweep.add_argument("--selection-metric", choices=SELECTION_METRICS)
+    sweep.add_argument(
+        "--grid-extensions", type=int, help="rates added past a grid edge that wins (default 2)"
+    )
     sweep.add_argument("--dry-run", action="store_true", help="print the plan's size and exit")
     report_parser = sub.add_parser("report", help="print the tables of a sweep folder")
     report_parser.add_argument("results", help="a folder written by sweep")
@@ -152,7 +155,7 @@ def _plan(args):
             changes["long_steps"] = max(plan.long_steps, args.steps)
     if args.long_steps is not None:
         changes["long_steps"] = args.long_steps
-    for name in ("seeds", "tune_seeds", "methods", "selection_metric"):
+    for name in ("seeds", "tune_seeds", "methods", "selection_metric", "grid_extensions"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     optimizers = args.optimizers or tuple(plan.learning_rates)

@@ -32,8 +32,20 @@ MARKERS: dict[str, str] = {
     "maxrl": "s",
 }
 
+
+def metric_name(metric: str) -> str:
+    """How a metric is written on an axis: ``"NLL"``, ``"pass@1"``, ..."""
+    return "NLL" if metric == "nll" else metric
+
+
 #: Horizontal offsets (factors on N) so that methods' markers at the same N do not hide each other.
-OFFSETS: dict[str, float] = {"reinforce": 0.91, "rloo": 0.96, "grpo": 1.04, "maxrl": 1.09}
+OFFSETS: dict[str, float] = {
+    "cross_entropy": 1.0,
+    "reinforce": 0.91,
+    "rloo": 0.96,
+    "grpo": 1.04,
+    "maxrl": 1.09,
+}
 
 
 def style(key: Key, sample_counts: list[int] | None = None) -> dict[str, object]:
@@ -70,34 +82,43 @@ def plot_histories(
     counts: dict[str, list[int]] = {}
     for _, method, n in keys:
         counts.setdefault(method, []).append(n)
-    for key in keys:
+    for index, key in enumerate(keys):
         steps, values = _history(groups[key], metric)
         look = style(key, counts[key[1]])
+        every = (index % markers_every, markers_every)  # shifted so that no marker hides another
         ax.fill_between(steps, values.min(0), values.max(0), color=look["color"], alpha=0.15, lw=0)
-        ax.plot(steps, values.mean(0), label=label_of(key), markevery=markers_every, ms=4, **look)
+        ax.plot(steps, values.mean(0), label=label_of(key), markevery=every, ms=4, **look)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"validation {metric}")
+    ax.set_ylabel(f"validation {metric_name(metric)}")
     return ax
 
 
 def plot_difference(
-    ax, runs: list[RunResult], key: Key, reference: Key, metric: str, *, markers_every: int = 5
+    ax,
+    runs: list[RunResult],
+    key: Key,
+    reference: Key,
+    metric: str,
+    *,
+    markers_every: int = 5,
+    sample_counts: list[int] | None = None,
 ):
     """``metric(key) - metric(reference)`` against step, paired by seed: the mean difference
-    (line with markers) and its min-max range over seeds (shaded), with a zero line."""
+    (line with markers) and its min-max range over seeds (shaded), with a zero line;
+    ``sample_counts`` shades the line as in :func:`style`."""
     groups = group_runs(runs)
     steps, values = _history(groups[key], metric)
     ref_steps, ref_values = _history(groups[reference], metric)
     common = np.intersect1d(steps, ref_steps)
     difference = values[:, np.isin(steps, common)] - ref_values[:, np.isin(ref_steps, common)]
-    look = style(key)
+    look = style(key, sample_counts)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.fill_between(
         common, difference.min(0), difference.max(0), color=look["color"], alpha=0.2, lw=0
     )
     ax.plot(common, difference.mean(0), markevery=markers_every, ms=4, label=label_of(key), **look)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"{metric} minus {label_of(reference)}")
+    ax.set_ylabel(f"{metric_name(metric)} minus {label_of(reference)}")
     return ax
 
 
@@ -120,7 +141,7 @@ def plot_sample_count_sweep(
                     marker=MARKERS[method])  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sampled labels per example N")
-    ax.set_ylabel(f"validation {metric} at step {step}")
+    ax.set_ylabel(f"validation {metric_name(metric)} at step {step}")
     return ax
 
 
@@ -147,37 +168,44 @@ def normalised_progress(
 
 
 def plot_progress_and_share(
-    ax, runs: list[RunResult], optimizer: str, metric: str, step: int, shares: dict[str, np.ndarray]
+    ax,
+    runs: list[RunResult],
+    optimizer: str,
+    metric: str,
+    step: int,
+    shares: dict[str, tuple[np.ndarray, str]],
 ):
     """Markers: each method's progress in ``metric`` as a fraction of cross-entropy's
-    (:func:`normalised_progress`, mean ± std over seeds). Lines: the analytic share of the
-    maximum-likelihood gradient it keeps at the start, ``shares[method]`` over the same N."""
+    (:func:`normalised_progress`, mean ± std over seeds; log axis, so values <= 0 are not
+    drawn). Dotted lines: ``shares[name] = (values over the same N, label)``, e.g. the analytic
+    share of the maximum-likelihood gradient a method keeps, drawn in ``name``'s colour."""
     progress = normalised_progress(runs, optimizer, metric, step)
     for method, (ns, means, stds) in progress.items():
-        color = method_color(method)
         ax.errorbar(ns * OFFSETS[method], means, yerr=stds, ls="none", capsize=2, ms=5,
-                    marker=MARKERS[method], color=color, label=METHOD_NAMES[method])  # fmt: skip
-        ax.plot(ns, shares[method], color=color, ls=":", lw=1.5)
+                    marker=MARKERS[method], color=method_color(method),
+                    label=METHOD_NAMES[method])  # fmt: skip
+    for name, (values, label) in shares.items():
+        ax.plot(ns, values, color=method_color(name), ls=":", lw=1.5, label=label)
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("sampled labels per example N")
-    ax.set_ylabel("fraction of cross-entropy's progress")
+    ax.set_ylabel(f"gain in {metric_name(metric)} / cross-entropy's gain")
     return ax
 
 
 def plot_tuning(ax, tune_runs: list[RunResult], optimizer: str, metric: str = "nll"):
-    """Mean final ``metric`` over the tuning seeds against the learning rate (log axis), one
-    line per method; a diverged rate is left out (it counts as infinitely bad)."""
+    """Mean final ``metric`` over the tuning seeds against the learning rate (log axis; methods
+    shifted slightly sideways so that none hides another), one line per method; a diverged rate
+    is left out (it counts as infinitely bad)."""
+    rows = tuning_table(tune_runs)
     for method in MARKERS:
-        rows = [
-            r
-            for r in tuning_table(tune_runs)
-            if r["optimizer"] == optimizer and r["method"] == method
-        ]
-        rows = [r for r in rows if np.isfinite(r["nll"])]
-        if rows:
-            ax.plot([r["lr"] for r in rows], [r[metric] for r in rows], color=method_color(method),
-                    marker=MARKERS[method], ms=5, label=METHOD_NAMES[method])  # fmt: skip
+        mine = [r for r in rows if r["optimizer"] == optimizer and r["method"] == method]
+        mine = [r for r in mine if np.isfinite(r["nll"])]
+        if mine:
+            ax.plot([r["lr"] * OFFSETS[method] for r in mine], [r[metric] for r in mine],
+                    color=method_color(method), marker=MARKERS[method], ms=5,
+                    label=METHOD_NAMES[method])  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel(f"learning rate ({optimizer})")
-    ax.set_ylabel(f"mean final validation {metric}")
+    ax.set_xlabel(f"learning rate ({'SGD' if optimizer == 'sgd' else 'Adam'})")
+    ax.set_ylabel(f"mean final validation {metric_name(metric)}")
     return ax

@@ -11,7 +11,9 @@ sweep loses at most the run in progress, and a rerun skips every file that exist
 **Tuning.** For each optimizer, each method trains at ``N = tune_num_samples`` with every
 learning rate of the optimizer's grid, on the tuning seeds (disjoint from the comparison
 seeds, so the choice never sees the data it is judged on). The chosen rate minimises the mean
-final validation ``selection_metric`` (NLL by default; a diverged run counts as infinitely bad).
+final validation ``selection_metric`` (NLL by default; a diverged run counts as infinitely bad);
+when it lies on an edge of its grid, the grid gets one more rate past that edge and the choice
+is made again (at most ``grid_extensions`` times), so a chosen rate is inside its grid.
 
 **Comparison.** Each method at its chosen rate, for every N of the optimizer's list and every
 seed (``task_seed = train_seed = seed``); the runs named in ``long_runs`` train for
@@ -73,6 +75,7 @@ class SweepPlan:
         ("sgd", "maxrl", 1024),
     )
     selection_metric: str = "nll"
+    grid_extensions: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, ClassificationConfig):
@@ -100,6 +103,14 @@ class SweepPlan:
                 "SweepPlan: tune_seeds and seeds must be non-empty and disjoint (the learning "
                 "rate is never chosen on the comparison seeds), got "
                 f"{self.tune_seeds} and {self.seeds}"
+            )
+        if (
+            isinstance(self.grid_extensions, bool)
+            or not isinstance(self.grid_extensions, int)
+            or (self.grid_extensions < 0)
+        ):
+            raise ValueError(
+                f"SweepPlan.grid_extensions must be an int >= 0, got {self.grid_extensions!r}"
             )
         if not isinstance(self.long_steps, int) or self.long_steps < self.base.steps:
             raise ValueError(
@@ -180,16 +191,42 @@ def _config(plan: SweepPlan, optimizer: str, method: str, n: int, lr: float, see
     )
 
 
-def tune_configs(plan: SweepPlan) -> list[ClassificationConfig]:
-    """The tuning runs: every optimizer x method x learning rate x tuning seed."""
+Grids = dict[str, dict[str, tuple[float, ...]]]  # optimizer -> method -> learning rates
+
+
+def initial_grids(plan: SweepPlan) -> Grids:
+    """Every method starts from its optimizer's grid."""
+    return {o: dict.fromkeys(plan.methods, tuple(g)) for o, g in plan.learning_rates.items()}
+
+
+def tune_configs(plan: SweepPlan, grids: Grids | None = None) -> list[ClassificationConfig]:
+    """The tuning runs: every optimizer x method x learning rate of its grid x tuning seed."""
+    grids = grids if grids is not None else initial_grids(plan)
     n = max(plan.tune_num_samples, *(MIN_SAMPLES[m] for m in plan.methods))
     return [
         _config(plan, optimizer, method, n, lr, seed, plan.base.steps)
-        for optimizer, grid in plan.learning_rates.items()
+        for optimizer, by_method in grids.items()
         for method in plan.methods
-        for lr in grid
+        for lr in by_method[method]
         for seed in plan.tune_seeds
     ]
+
+
+def extend_grids(grids: Grids, chosen: dict[str, dict[str, float]]) -> Grids | None:
+    """Grids with one more rate past every edge that holds the chosen rate (the same ratio
+    as the grid's first step), or None when every chosen rate is inside its grid."""
+    extended, changed = {}, False
+    for optimizer, by_method in grids.items():
+        extended[optimizer] = {}
+        for method, grid in by_method.items():
+            grid = tuple(sorted(grid))
+            ratio = grid[1] / grid[0] if len(grid) > 1 else 10.0
+            if chosen[optimizer][method] == grid[0]:
+                grid, changed = (grid[0] / ratio, *grid), True
+            elif chosen[optimizer][method] == grid[-1]:
+                grid, changed = (*grid, grid[-1] * ratio), True
+            extended[optimizer][method] = grid
+    return extended if changed else None
 
 
 def _comparison_grid(plan: SweepPlan):
@@ -324,9 +361,18 @@ def run_sweep(
             f"{plan_path} holds another plan; resume with the same flags or use another folder"
         )
     write_json(plan_path, plan.to_dict())
-    tuned = _run_all("tune", tune_configs(plan), out, device, progress, echo, ())
-    chosen = choose_learning_rates(tuned, plan.selection_metric)
-    write_json(out / "learning_rates.json", {"metric": plan.selection_metric, "chosen": chosen})
+    grids = initial_grids(plan)
+    for extension in range(plan.grid_extensions + 1):
+        tuned = _run_all("tune", tune_configs(plan, grids), out, device, progress, echo, ())
+        chosen = choose_learning_rates(tuned, plan.selection_metric)
+        wider = extend_grids(grids, chosen) if extension < plan.grid_extensions else None
+        if wider is None:
+            break
+        grids = wider
+    write_json(
+        out / "learning_rates.json",
+        {"metric": plan.selection_metric, "chosen": chosen, "grids": grids},
+    )
     # A long run also keeps its per-example pass rates where the other runs stop.
     _run_all("main", main_configs(plan, chosen), out, device, progress, echo, (plan.base.steps,))
     return chosen
