@@ -18,6 +18,7 @@ from companion.classification.report import (
     group_runs,
     label_of,
     mean_std,
+    order,
     sample_count_sweep,
     tuning_table,
 )
@@ -154,7 +155,7 @@ def normalised_progress(
     groups = group_runs(runs)
     ce = groups[(optimizer, "cross_entropy", 1)]
     result: dict[str, list[tuple[int, float, float]]] = {}
-    for (opt, method, n), group in sorted(groups.items()):
+    for (opt, method, n), group in sorted(groups.items(), key=lambda kv: order(kv[0])):
         if opt != optimizer or method == "cross_entropy" or any(step not in r.steps for r in group):
             continue
         fractions = []

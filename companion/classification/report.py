@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from companion.classification.config import run_label
+from companion.classification.config import METHODS, OPTIMIZERS, run_label
 from companion.classification.sweep import SweepPlan, final_score
 from companion.classification.train import RunResult, decode_floats
 from companion.estimators import ADVANTAGES
@@ -44,6 +44,11 @@ def key_of(run: RunResult) -> Key:
 def label_of(key: Key) -> str:
     """E.g. ``"MaxRL N=128"``."""
     return run_label(key[1], key[2])
+
+
+def order(key: Key) -> tuple[str, int, int]:
+    """Sort key of ``(optimizer, method, N)``: methods in :data:`METHODS` order, then N."""
+    return key[0], METHODS.index(key[1]), key[2]
 
 
 def group_runs(runs: Iterable[RunResult]) -> dict[Key, list[RunResult]]:
@@ -128,7 +133,7 @@ def sample_count_sweep(
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{method: (N values, means, stds)}`` of ``metric`` at ``step`` for one optimizer."""
     sweep: dict[str, list[tuple[int, float, float]]] = {}
-    for (opt, method, n), group in sorted(group_runs(runs).items()):
+    for (opt, method, n), group in sorted(group_runs(runs).items(), key=lambda kv: order(kv[0])):
         if opt == optimizer and all(step in run.steps for run in group):
             sweep.setdefault(method, []).append(
                 (n, *mean_std(metric_at(run, metric, step) for run in group))
@@ -225,7 +230,12 @@ def tuning_table(runs: Iterable[RunResult]) -> list[dict[str, object]]:
         c = run.config
         groups.setdefault((c["optimizer"], c["method"], c["learning_rate"]), []).append(run)
     rows = []
-    for (optimizer, method, lr), group in sorted(groups.items()):
+
+    def rank(item):  # SGD first, methods in the book's order, then the rate
+        (optimizer, method, lr), _ = item
+        return OPTIMIZERS.index(optimizer), METHODS.index(method), lr
+
+    for (optimizer, method, lr), group in sorted(groups.items(), key=rank):
         rows.append(
             {
                 "optimizer": optimizer,
