@@ -17,10 +17,8 @@ is made again (at most ``grid_extensions`` times), so a chosen rate is inside it
 
 **Comparison.** Each method at its chosen rate, for every N of the optimizer's list and every
 seed (``task_seed = train_seed = seed``); the runs named in ``long_runs`` train for
-``long_steps`` instead of ``base.steps`` (their history up to ``base.steps`` is that of the
-shorter run: training never depends on the number of steps).
-
-Derived in: chapter 8.
+``long_steps`` instead of ``base.steps`` (training never depends on the number of steps, so
+their history up to ``base.steps`` is that of the shorter run). Derived in: chapter 8.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -332,8 +331,6 @@ def check_output_folder(out: str | pathlib.Path) -> pathlib.Path:
 
     Creates nothing. Returns the path.
     """
-    import os
-
     path = pathlib.Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output folder {path} exists and is not a folder")
