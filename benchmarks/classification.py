@@ -1,11 +1,12 @@
 """Training throughput of the classification-as-sampling experiment (chapter 8).
 
-    python benchmarks/classification.py            # N = 1024, 100 steps, CPU and (if present) CUDA
+    python benchmarks/classification.py            # C = 1000, N = 1024, 100 steps, CPU (+ CUDA)
     python benchmarks/classification.py --steps 300 --n 1024 --threads 1
 
-Reports rollouts (sampled labels) per second of training, evaluation excluded, for cross-entropy
-(examples per second), REINFORCE and MaxRL at the same N, on every available device, and the
-CUDA / CPU ratio when both ran. Numbers measured in one run; nothing is asserted about time.
+Reports sampled labels (rollouts) per second of training, evaluation excluded, for
+cross-entropy (examples per second), REINFORCE and MaxRL at the same N, in the regime of the
+committed results (C = 1000 classes, 128 examples per step), on the CPU and, when present, on
+CUDA, with the CUDA / CPU ratio. Numbers measured in one run; nothing is asserted about time.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ import sys
 
 import torch
 
-from companion.classification import ClassificationConfig, make_task, train
+from companion.classification import REGIME, make_task
+from companion.classification.provenance import device_name
+from companion.classification.train import train
 
 
 def measure(device: torch.device, steps: int, num_samples: int) -> dict[str, float]:
     """Rollouts per second of each method on ``device`` (one short warm-up run first)."""
-    config = dataclasses.replace(
-        ClassificationConfig.cpu(), steps=steps, eval_every=steps, validation_size=256
-    )
+    config = dataclasses.replace(REGIME, steps=steps, eval_every=steps, validation_size=256)
     task = make_task(config, device)
-    warmup = dataclasses.replace(config, steps=5, eval_every=5)
-    train(warmup, "maxrl", num_samples, device=device, task=task, progress=False)
+    runs = [("cross_entropy", 1), ("reinforce", num_samples), ("maxrl", num_samples)]
+    warmup = dataclasses.replace(config, method="maxrl", num_samples=num_samples, steps=5)
+    train(warmup, device=device, task=task)
     throughput = {}
-    for method, n in [("cross_entropy", None), ("reinforce", num_samples), ("maxrl", num_samples)]:
-        run, _ = train(config, method, n, device=device, task=task, progress=False)
-        throughput[run.label] = run.rollouts_per_second
+    for method, n in runs:
+        run_config = dataclasses.replace(config, method=method, num_samples=n)
+        result, _ = train(run_config, device=device, task=task)
+        throughput[run_config.label] = result.rollouts_per_second
     return throughput
 
 
@@ -46,16 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch 128, "
-        f"N = {args.n}, {args.steps} steps"
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, C = "
+        f"{REGIME.num_classes}, batch {REGIME.batch_size}, N = {args.n}, {args.steps} steps"
     )
     results = {}
     for device in devices:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         results[device.type] = measure(device, args.steps, args.n)
         for label, value in results[device.type].items():
             unit = "examples/s" if label == "cross-entropy" else "rollouts/s"
-            print(f"{name:>24}  {label:<18} {value:14,.0f} {unit}")
+            print(f"{device_name(device)[:40]:>40}  {label:<18} {value:14,.0f} {unit}")
     if "cuda" in results:
         for label in results["cpu"]:
             ratio = results["cuda"][label] / results["cpu"][label]
