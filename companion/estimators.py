@@ -61,19 +61,29 @@ def _row_scale(values: torch.Tensor) -> torch.Tensor:
     return torch.where(largest > 0, scale, torch.ones_like(scale))
 
 
+def _deviations(work: torch.Tensor) -> torch.Tensor:
+    """``r - mean(r)`` per row, shape (P, N), a fresh tensor.
+
+    The mean is taken of ``r - r_1`` (shifted data): exact 0 for a constant group, and no
+    cancellation against a large common offset (rewards 1e4 + 0/1 in float32).
+    """
+    shifted = work - work[:, :1]
+    return shifted.sub_(shifted.mean(dim=1, keepdim=True))
+
+
 def _centred(work: torch.Tensor, method: str, factor: float = 1.0) -> torch.Tensor:
     """``factor * (r - mean(r))`` per row; ``OverflowError`` only where the answer overflows.
 
     The fast formula first; if it overflowed (rewards near the dtype's largest value), again in
     units of a power of two per row, where nothing overflows before the final scaling.
     """
-    centred = work - work.mean(dim=1, keepdim=True)  # a fresh tensor: in place is safe below
+    centred = _deviations(work)  # a fresh tensor: in place is safe below
     advantages = centred if factor == 1.0 else centred.mul_(factor)
     if _all_finite(advantages):
         return advantages
     scale = _row_scale(work)
     units = work / scale
-    advantages = (units - units.mean(dim=1, keepdim=True)).mul_(factor).mul_(scale)
+    advantages = _deviations(units).mul_(factor).mul_(scale)
     if not _all_finite(advantages):
         raise OverflowError(
             f"{method}: an advantage overflows {work.dtype} (rewards near the dtype's "
@@ -134,12 +144,13 @@ def _check_eps(eps: object) -> float:
 
 def _normalised(work: torch.Tensor, eps: float | torch.Tensor, dof: int) -> torch.Tensor | None:
     """``(r - mean) / (std + eps)`` per row, or None if a statistic overflowed."""
-    centred = work - work.mean(dim=1, keepdim=True)  # (P, N)
-    norm = torch.linalg.vector_norm(centred, dim=1, keepdim=True)  # (P, 1), one fused pass
-    if not bool(torch.isfinite(norm).all()):  # an inf or NaN in centred shows here too
+    centred = _deviations(work)  # (P, N)
+    # Sum of squares by torch's cascade summation (vector_norm accumulates less precisely).
+    squares = (centred * centred).sum(dim=1, keepdim=True)  # (P, 1)
+    if not bool(torch.isfinite(squares).all()):  # an inf or NaN in centred shows here too
         return None
-    denominator = norm / math.sqrt(dof) + eps
-    if centred.requires_grad:  # autograd keeps centred for the norm's backward
+    denominator = (squares / dof).sqrt() + eps
+    if centred.requires_grad:  # autograd keeps centred for the product's backward
         return centred / denominator
     return centred.div_(denominator)
 
