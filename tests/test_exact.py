@@ -92,3 +92,38 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="NaN or infinite"):
         gradient_moments(torch.zeros(2), success, 2, lambda r: r / 0.0)
+
+
+@pytest.mark.parametrize("num_outputs, n", [(2, 10**6), (2, 5000), (3, 3000), (8, 64), (10, 10**9)])
+def test_size_guard_counts_memory_and_refuses_before_allocating(num_outputs, n):
+    import time
+    import tracemalloc
+
+    logits = torch.zeros(num_outputs)
+    success = torch.tensor([True] + [False] * (num_outputs - 1))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="GB"):
+        gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    elapsed = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 1e6  # refused up front, nothing enumerated
+
+
+def test_size_guard_boundary_is_the_table_size(monkeypatch):
+    from companion import exact
+
+    n = 64  # M = 2: (N + 1) count vectors times N + M values each
+    monkeypatch.setattr(exact, "MAX_TABLE_VALUES", (n + 1) * (n + 2))
+    logits = torch.tensor([0.0, 0.5])
+    success = torch.tensor([True, False])
+    mean, _ = gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    torch.testing.assert_close(mean, pass_rate_and_gradient(logits, success)[1])
+    with pytest.raises(ValueError, match="table values"):
+        gradient_moments(logits, success, n + 1, ADVANTAGES["reinforce"])
+    monkeypatch.setattr(exact, "MAX_TABLE_VALUES", 10**9)
+    monkeypatch.setattr(exact, "MAX_COMPOSITIONS", n + 1)
+    gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    with pytest.raises(ValueError, match="count vectors"):
+        gradient_moments(logits, torch.tensor([True, False]), n + 1, ADVANTAGES["rloo"])
