@@ -201,7 +201,7 @@ HUGE_T = [int(1e300), 10**400]
 TINY_P = [0.0, 5e-324, 1e-310, 1e-300, 3e-300, 1e-200, 0.5, 1.0]
 
 
-@pytest.mark.parametrize("T", HUGE_T + [1e300])
+@pytest.mark.parametrize("T", HUGE_T + [1e300], ids=["int-1e300", "int-1e400", "float-1e300"])
 def test_j_maxrl_for_huge_t_on_every_path(T):
     reference = [float(mp_j_maxrl_huge(p, int(T))) for p in TINY_P]
     as_floats = [j_maxrl(p, T) for p in TINY_P]
@@ -223,7 +223,11 @@ def test_weight_and_pass_at_k_for_huge_t():
         weight("maxrl", 0.0, 10**400)  # the value at p = 0 is T itself
 
 
-@pytest.mark.parametrize("T", [1, 7, 4096, 4097, 10**6, 10**400, math.inf])
+@pytest.mark.parametrize(
+    "T",
+    [1, 7, 4096, 4097, 10**6, 10**400, math.inf],
+    ids=lambda T: f"{float(T) if T < 1e300 else 1e400:.0e}",
+)
 @pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0)])
 def test_empty_input_on_every_path(T, shape):
     array = j_maxrl(np.empty(shape), T) if T != math.inf else j_ml(np.empty(shape))
