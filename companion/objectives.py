@@ -298,8 +298,6 @@ def weight(method: Method, p: PassRate, T: int | float | None = None) -> PassRat
             )
         return _out(1.0 / xp.sqrt(work * (1.0 - work)), kind, value, name)
     if method == "ml" or (method == "maxrl" and T == math.inf):
-        if method == "maxrl":
-            check_positive_int(T, "T", allow_inf=True)
         if bool((value == 0).any()):
             raise ValueError(f"weight({method!r}): 1/p is infinite at p = 0; expected p in (0, 1]")
         with np.errstate(over="ignore"):

@@ -398,3 +398,15 @@ def test_half_precision_counts_do_not_overflow():
 def test_maxrl_rejects_whole_numbers_outside_0_1(variant, value):
     with pytest.raises(ValueError, match=rf"got e.g. {value:g}"):
         maxrl(torch.tensor([[value, 0.0, 1.0]]), variant)
+
+
+def test_loss_shapes_and_a_single_token():
+    with pytest.raises(ValueError, match=r"expected logprobs \(P, N\) or \(P, N, L\)"):
+        policy_gradient_loss(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"expected logprobs \(P, N\) or \(P, N, L\)"):
+        policy_gradient_loss(torch.zeros(2, 4, 4), torch.zeros(2, 3))
+    mask = torch.zeros(1, 2, 3)
+    mask[0, 1, 2] = 1  # one token in the batch
+    logprobs = torch.full((1, 2, 3), -2.0)
+    loss = policy_gradient_loss(logprobs, torch.tensor([[1.0, 3.0]]), mask, "token_mean")
+    assert loss.item() == 6.0

@@ -127,3 +127,20 @@ def test_size_guard_boundary_is_the_table_size(monkeypatch):
     gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
     with pytest.raises(ValueError, match="count vectors"):
         gradient_moments(logits, torch.tensor([True, False]), n + 1, ADVANTAGES["rloo"])
+
+
+def test_a_slightly_asymmetric_advantage_is_refused():
+    from companion.exact import group_weight
+
+    def tilted(rewards):  # asymmetric by 1e-9: beyond the 1e-10 tolerances
+        return rewards + 1e-9 * torch.arange(rewards.shape[1], dtype=rewards.dtype)
+
+    with pytest.raises(ValueError, match="symmetrically"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 3, tilted)
+    with pytest.raises(ValueError, match="symmetrically"):
+        group_weight(tilted, 0.5, 3)
+
+
+def test_n_samples_is_named_in_the_message():
+    with pytest.raises(ValueError, match=r"^n_samples must be >= 1, got 0$"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 0, ADVANTAGES["rloo"])

@@ -294,3 +294,62 @@ def test_j_maxrl_autograd_gives_the_weight(T):
     p = torch.tensor([1e-7, 0.01, 0.3, 0.9], dtype=torch.float64, requires_grad=True)
     (gradient,) = torch.autograd.grad(j_maxrl(p, T).sum(), p)
     torch.testing.assert_close(gradient, weight("maxrl", p.detach(), T), rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: pass_at_k(0.5, 0), r"^k must be >= 1, got 0$"),
+        (lambda: fail_at_k(0.5, 2.5), r"^k must be a positive integer, got 2.5$"),
+        (lambda: j_maxrl(0.5, -2), r"^T must be >= 1, got -2$"),
+        (lambda: j_maxrl(0.5, 1.5), r"^T must be a positive integer or math.inf, got 1.5$"),
+        (lambda: weight("maxrl", 0.5, 0), r"^T must be >= 1"),
+        (lambda: weight("maxrl", 0.5, -math.inf), r"^T must be a positive integer or math.inf"),
+        (lambda: weight("maxrl", 0.5), r"^weight\('maxrl'\) needs the truncation level T"),
+        (lambda: j_ml(0.0), r"^j_ml: log p is -inf at p = 0"),
+        (lambda: weight("grpo", 1.0), r"^weight\('grpo'\): 1/sqrt\(p\(1-p\)\) is infinite"),
+        (lambda: weight("ml", 0.0), r"^weight\('ml'\): 1/p is infinite at p = 0"),
+        (lambda: weight("maxrl", 0.0, math.inf), r"^weight\('maxrl'\): 1/p is infinite"),
+        (lambda: weight("ppo", 0.5), r"^weight: unknown method 'ppo'"),
+        (lambda: weight("ml", 0.5, 3), r"^weight: T is only used by method='maxrl'"),
+    ],
+)
+def test_messages_name_the_culprit(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_no_warning_and_finite_gradient_at_the_end_points():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method, T in [("maxrl", 4), ("maxrl", 10**6), ("rl", None)]:
+            weight(method, np.array([0.0, 0.5, 1.0]), T)
+        j_maxrl(np.array([0.0, 1.0]), 10**6)
+        pass_at_k(np.array([0.0, 1.0]), 10**400)
+    p = torch.tensor([0.0, 0.5], dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(weight("maxrl", p, 4).sum(), p)
+    assert torch.isfinite(gradient).all()
+
+
+def test_each_kind_comes_back_as_it_came():
+    for fn in (
+        lambda p: pass_at_k(p, 3),
+        lambda p: fail_at_k(p, 3),
+        j_rl,
+        j_ml,
+        lambda p: j_maxrl(p, 5),
+        lambda p: j_maxrl(p, 5000),
+        lambda p: weight("rl", p),
+        lambda p: weight("grpo", p),
+        lambda p: weight("ml", p),
+        lambda p: weight("maxrl", p, 5),
+    ):
+        assert type(fn(0.25)) is float
+        array = fn(np.array([0.25, 0.5]))
+        assert type(array) is np.ndarray and array.dtype == np.float64 and array.shape == (2,)
+        tensor = fn(torch.tensor([0.25, 0.5], dtype=torch.bfloat16))
+        assert tensor.dtype == torch.bfloat16 and tensor.shape == (2,)
+        np.testing.assert_allclose(tensor.float().numpy(), array, rtol=1e-2)
+    assert j_rl(0.25) == 0.25 and weight("rl", 0.25) == 1.0
