@@ -131,6 +131,30 @@ def check_positive_int(value: object, name: str, *, allow_inf: bool = False) -> 
     return number
 
 
+def check_token_mask(mask: torch.Tensor | None, logprobs: torch.Tensor) -> torch.Tensor:
+    """The mask as bools shaped like ``logprobs``; it must hold only 0/1 (or be bool)."""
+    if mask is None:
+        return torch.ones_like(logprobs, dtype=torch.bool)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"policy_gradient_loss: mask must be a torch tensor, got {type(mask)}")
+    if mask.shape != logprobs.shape:
+        raise ValueError(
+            f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
+            f"{tuple(logprobs.shape)}"
+        )
+    if mask.device != logprobs.device:
+        raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
+    if mask.dtype == torch.bool:
+        return mask
+    keep = mask == 1
+    if not bool((keep | (mask == 0)).all()):
+        raise ValueError(
+            "policy_gradient_loss: mask must hold 1 for generated tokens and 0 for padding "
+            "(or be a bool tensor); got other values"
+        )
+    return keep
+
+
 def widened(values: torch.Tensor) -> torch.Tensor:
     """``values`` in the dtype to compute with: float32 for float16 and bfloat16, else as is.
 

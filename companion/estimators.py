@@ -39,7 +39,7 @@ from typing import Literal
 
 import torch
 
-from companion._checks import check_rewards, narrowed, widened
+from companion._checks import check_rewards, check_token_mask, narrowed, widened
 
 AdvantageFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -347,7 +347,7 @@ def policy_gradient_loss(
             f"policy_gradient_loss: expected logprobs (P, N) or (P, N, L) matching "
             f"advantages {tuple(advantages.shape)}, got {tuple(logprobs.shape)}"
         )
-    keep = _token_mask(mask, logprobs)  # bool (P, N, L)
+    keep = check_token_mask(mask, logprobs)  # bool (P, N, L)
     # Select, not multiply: a -inf or NaN log-prob at a padded position never reaches the sum
     # (0 * -inf is NaN), and its gradient is exactly 0.
     weighted = advantages[..., None] * torch.where(keep, logprobs, 0.0)  # (P, N, L)
@@ -361,27 +361,3 @@ def policy_gradient_loss(
     raise ValueError(
         f"policy_gradient_loss: aggregation must be 'sequence' or 'token_mean', got {aggregation!r}"
     )
-
-
-def _token_mask(mask: torch.Tensor | None, logprobs: torch.Tensor) -> torch.Tensor:
-    """The mask as bools shaped like ``logprobs``; it must hold only 0/1 (or be bool)."""
-    if mask is None:
-        return torch.ones_like(logprobs, dtype=torch.bool)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"policy_gradient_loss: mask must be a torch tensor, got {type(mask)}")
-    if mask.shape != logprobs.shape:
-        raise ValueError(
-            f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
-            f"{tuple(logprobs.shape)}"
-        )
-    if mask.device != logprobs.device:
-        raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
-    if mask.dtype == torch.bool:
-        return mask
-    keep = mask == 1
-    if not bool((keep | (mask == 0)).all()):
-        raise ValueError(
-            "policy_gradient_loss: mask must hold 1 for generated tokens and 0 for padding "
-            "(or be a bool tensor); got other values"
-        )
-    return keep
