@@ -64,26 +64,22 @@ def _row_scale(values: torch.Tensor) -> torch.Tensor:
 def _deviations(work: torch.Tensor) -> torch.Tensor:
     """``r - mean(r)`` per row, shape (P, N), a fresh tensor.
 
-    The mean is taken of ``r - r_1`` (shifted data): exact 0 for a constant group, and no
-    cancellation against a large common offset (rewards 1e4 + 0/1 in float32).
+    The mean is taken of ``r - min(r)`` (shifted data): exactly 0 for a constant group, and no
+    cancellation against a large common offset. Binary rows are unchanged by the shift (their
+    minimum is 0, or every entry is 1), so 0/1 rewards give the plain formula bit for bit.
     """
-    shifted = work - work[:, :1]
+    shifted = work - work.amin(dim=1, keepdim=True)
     return shifted.sub_(shifted.mean(dim=1, keepdim=True))
 
 
-def _centred(work: torch.Tensor, method: str, factor: float = 1.0) -> torch.Tensor:
-    """``factor * (r - mean(r))`` per row; ``OverflowError`` only where the answer overflows.
+def _overflow_safe(work: torch.Tensor, method: str, factor: float = 1.0) -> torch.Tensor:
+    """``factor * (r - mean(r))`` in units of a power of two per row, scaled back at the end.
 
-    The fast formula first; if it overflowed (rewards near the dtype's largest value), again in
-    units of a power of two per row, where nothing overflows before the final scaling.
+    For rewards near the dtype's largest value, where the direct formula overflowed; raises
+    ``OverflowError`` only if a true advantage does not fit the dtype.
     """
-    centred = _deviations(work)  # a fresh tensor: in place is safe below
-    advantages = centred if factor == 1.0 else centred.mul_(factor)
-    if _all_finite(advantages):
-        return advantages
     scale = _row_scale(work)
-    units = work / scale
-    advantages = _deviations(units).mul_(factor).mul_(scale)
+    advantages = _deviations(work / scale).mul_(factor).mul_(scale)
     if not _all_finite(advantages):
         raise OverflowError(
             f"{method}: an advantage overflows {work.dtype} (rewards near the dtype's "
@@ -127,7 +123,12 @@ def rloo(rewards: torch.Tensor) -> torch.Tensor:
     """
     check_rewards(rewards, min_samples=2, method="rloo")
     num_samples = rewards.shape[1]
-    advantages = _centred(widened(rewards), "rloo", num_samples / (num_samples - 1))
+    work = widened(rewards)
+    total = work.sum(dim=1, keepdim=True)  # (P, 1)
+    # r_i - (total - r_i)/(N-1) = r_i N/(N-1) - total/(N-1): one pass over (P, N), in place.
+    advantages = (work * (num_samples / (num_samples - 1))).sub_(total / (num_samples - 1))
+    if not _all_finite(advantages):
+        advantages = _overflow_safe(work, "rloo", num_samples / (num_samples - 1))
     return narrowed(advantages, rewards.dtype, "rloo")
 
 
@@ -187,7 +188,10 @@ def grpo(
         raise ValueError(f"grpo: scale must be 'group' or 'none', got {scale!r}")
     work = widened(rewards)
     if scale == "none":
-        return narrowed(_centred(work, "grpo"), rewards.dtype, "grpo")
+        centred = work - work.mean(dim=1, keepdim=True)
+        if not _all_finite(centred):
+            centred = _overflow_safe(work, "grpo")
+        return narrowed(centred, rewards.dtype, "grpo")
     eps = _check_eps(eps)
     dof = rewards.shape[1] - 1 if unbiased else rewards.shape[1]
     advantages = _normalised(work, eps, dof)
