@@ -410,3 +410,27 @@ def test_loss_shapes_and_a_single_token():
     logprobs = torch.full((1, 2, 3), -2.0)
     loss = policy_gradient_loss(logprobs, torch.tensor([[1.0, 3.0]]), mask, "token_mean")
     assert loss.item() == 6.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_rewards_give_the_plain_formulas_bit_for_bit(dtype):
+    # The overflow-safe machinery must not change a single bit of the usual case.
+    generator = torch.Generator().manual_seed(5)
+    rewards = (torch.rand(64, 7, generator=generator) < 0.4).to(dtype)
+    rewards[0] = 1.0  # a constant group of ones
+    rewards[1, 0] = 1.0  # a group whose first sample succeeds
+    n = rewards.shape[1]
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    std = ((centred * centred).sum(dim=1, keepdim=True) / (n - 1)).sqrt()
+    assert torch.equal(grpo(rewards), centred / (std + 1e-6))
+    assert torch.equal(grpo(rewards, scale="none"), centred)
+    total = rewards.sum(dim=1, keepdim=True)
+    assert torch.equal(rloo(rewards), rewards * (n / (n - 1)) - total / (n - 1))
+
+
+def test_constant_real_groups_get_exactly_zero():
+    # Plain float32 means are not exact (0.1 x 7 gave |A| = 0.007 and 123.456 x 1000 gave 0.94).
+    for value in (0.1, 0.7, 123.456, -3e7):
+        for n in (3, 7, 1000):
+            rewards = torch.full((2, n), value)
+            assert torch.equal(grpo(rewards), torch.zeros_like(rewards)), (value, n)
