@@ -353,3 +353,15 @@ def test_each_kind_comes_back_as_it_came():
         assert tensor.dtype == torch.bfloat16 and tensor.shape == (2,)
         np.testing.assert_allclose(tensor.float().numpy(), array, rtol=1e-2)
     assert j_rl(0.25) == 0.25 and weight("rl", 0.25) == 1.0
+
+
+def test_autograd_flows_through_every_objective():
+    p = torch.tensor([0.2, 0.7], dtype=torch.float64, requires_grad=True)
+    for fn, derivative in [
+        (j_rl, lambda x: torch.ones_like(x)),
+        (j_ml, lambda x: 1 / x),
+        (lambda x: pass_at_k(x, 3), lambda x: 3 * (1 - x) ** 2),
+        (lambda x: fail_at_k(x, 3), lambda x: -3 * (1 - x) ** 2),
+    ]:
+        (gradient,) = torch.autograd.grad(fn(p).sum(), p)
+        torch.testing.assert_close(gradient, derivative(p.detach()))
