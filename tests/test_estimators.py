@@ -434,3 +434,21 @@ def test_constant_real_groups_get_exactly_zero():
         for n in (3, 7, 1000):
             rewards = torch.full((2, n), value)
             assert torch.equal(grpo(rewards), torch.zeros_like(rewards)), (value, n)
+
+
+@pytest.mark.parametrize("name", ["rloo", "grpo", "dr_grpo"])
+def test_sums_that_overflow_take_the_scaled_route(name):
+    # The group sum 7e38 overflows float32; the advantages themselves fit.
+    rewards = torch.tensor([[3e38, 3e38, 1e38], [1.0, 2.0, 4.0]])
+    expected = ADVANTAGES[name](rewards.double())
+    torch.testing.assert_close(ADVANTAGES[name](rewards).double(), expected, rtol=1e-6, atol=0)
+
+
+def test_each_group_gets_its_own_scale():
+    # One group near float32's limit sends the batch to the scaled route; a group of tiny
+    # rewards beside it must keep its own units (one scale for the batch would flush it to 0).
+    rewards = torch.tensor([[1e20, -1e20], [1e-30, 3e-30]])
+    got = grpo(rewards, eps=1e-40)
+    torch.testing.assert_close(
+        got, torch.tensor([[0.7071, -0.7071], [-0.7071, 0.7071]]), rtol=1e-4, atol=0
+    )

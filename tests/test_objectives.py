@@ -266,10 +266,16 @@ def test_chunks_of_terms_add_up_whatever_their_size():
 
 
 def test_values_that_overflow_their_dtype_raise():
-    with pytest.raises(OverflowError, match="overflows float64"):
-        weight("ml", 1e-310)
-    with pytest.raises(OverflowError, match="overflows float64"):
-        weight("maxrl", np.array([1e-310, 0.5]), math.inf)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an OverflowError, not numpy's RuntimeWarning
+        with pytest.raises(OverflowError, match=r"^weight\('ml'\): the result overflows float64"):
+            weight("ml", 1e-310)
+        with pytest.raises(OverflowError, match=r"^weight\('maxrl'\): the result overflows"):
+            weight("maxrl", np.array([1e-310, 0.5]), math.inf)
+        with pytest.raises(OverflowError, match=r"^weight\('maxrl'\): the result overflows"):
+            weight("maxrl", 1e-310, 10**400)
     with pytest.raises(OverflowError, match="float16"):
         weight("ml", torch.tensor([1e-5], dtype=torch.float16))
     with pytest.raises(OverflowError, match="float16"):
