@@ -452,3 +452,22 @@ def test_each_group_gets_its_own_scale():
     torch.testing.assert_close(
         got, torch.tensor([[0.7071, -0.7071], [-0.7071, 0.7071]]), rtol=1e-4, atol=0
     )
+
+
+@pytest.mark.parametrize(
+    "name, prefix",
+    [
+        ("reinforce", "reinforce"),
+        ("rloo", "rloo"),
+        ("grpo", "grpo"),
+        ("dr_grpo", "grpo"),
+        ("maxrl", r"maxrl\(variant='algorithm1'\)"),
+        ("maxrl_divide_by_k", r"maxrl\(variant='divide_by_k'\)"),
+        ("maxrl_control_variate", r"maxrl\(variant='control_variate'\)"),
+    ],
+)
+def test_messages_start_with_the_estimator(name, prefix):
+    with pytest.raises(ValueError, match=rf"^{prefix}: rewards must have shape \(P, N\)"):
+        ADVANTAGES[name](torch.zeros(3))
+    with pytest.raises(TypeError, match=rf"^{prefix}: rewards must be a torch.Tensor"):
+        ADVANTAGES[name]([[0.0, 1.0]])

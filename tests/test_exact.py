@@ -144,3 +144,23 @@ def test_a_slightly_asymmetric_advantage_is_refused():
 def test_n_samples_is_named_in_the_message():
     with pytest.raises(ValueError, match=r"^n_samples must be >= 1, got 0$"):
         gradient_moments(torch.zeros(2), torch.tensor([True, False]), 0, ADVANTAGES["rloo"])
+
+
+def test_relative_asymmetry_is_refused_too():
+    from companion.exact import group_weight
+
+    def stretched(rewards):  # asymmetric by 1e-7 relative, only where rewards are nonzero
+        index = torch.arange(rewards.shape[1], dtype=rewards.dtype)
+        return rewards * (1 + 1e-7 * index)
+
+    with pytest.raises(ValueError, match="symmetrically"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 3, stretched)
+    with pytest.raises(ValueError, match="symmetrically"):
+        group_weight(stretched, 0.5, 3)
+
+
+def test_policy_inputs_must_both_be_tensors():
+    with pytest.raises(TypeError, match="torch tensors"):
+        pass_rate_and_gradient(torch.zeros(2), [True, False])
+    with pytest.raises(TypeError, match="torch tensors"):
+        pass_rate_and_gradient([0.0, 0.0], torch.tensor([True, False]))
