@@ -371,8 +371,11 @@ def test_constant_groups_at_the_dtype_limit_give_zero():
 @pytest.mark.parametrize("name", ["rloo", "dr_grpo"])
 def test_advantages_that_overflow_raise(name):
     rewards = torch.tensor([[3.4e38, -3.4e38, -3.4e38]])  # centred: 4.5e38 > float32's max
-    with pytest.raises(OverflowError, match="overflows torch.float32"):
+    with pytest.raises(OverflowError, match=r"^(rloo|grpo): an advantage overflows torch.float32"):
         ADVANTAGES[name](rewards)
+    half = torch.tensor([[6.5e4, -6.5e4, -6.5e4]], dtype=torch.float16)  # fits, A does not
+    with pytest.raises(OverflowError, match=r"^(rloo|grpo): a result of magnitude"):
+        ADVANTAGES[name](half)
     torch.testing.assert_close(
         ADVANTAGES[name](rewards.double()).max(),
         torch.tensor((3.4e38 + 3.4e38 / 3) * (1.5 if name == "rloo" else 1.0), dtype=torch.float64),
@@ -434,6 +437,8 @@ def test_constant_real_groups_get_exactly_zero():
         for n in (3, 7, 1000):
             rewards = torch.full((2, n), value)
             assert torch.equal(grpo(rewards), torch.zeros_like(rewards)), (value, n)
+    rewards = torch.tensor([[0.1] * 7, [123.456] * 7, [-3e7] * 7])  # each row its own shift
+    assert torch.equal(grpo(rewards), torch.zeros_like(rewards))
 
 
 @pytest.mark.parametrize("name", ["rloo", "grpo", "dr_grpo"])

@@ -164,3 +164,9 @@ def test_policy_inputs_must_both_be_tensors():
         pass_rate_and_gradient(torch.zeros(2), [True, False])
     with pytest.raises(TypeError, match="torch tensors"):
         pass_rate_and_gradient([0.0, 0.0], torch.tensor([True, False]))
+
+
+def test_advantage_fn_must_return_a_tensor():
+    success = torch.tensor([True, False])
+    with pytest.raises(ValueError, match="return a tensor shaped like rewards"):
+        gradient_moments(torch.zeros(2), success, 2, lambda r: r.tolist())

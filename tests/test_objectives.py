@@ -333,6 +333,7 @@ def test_no_warning_and_finite_gradient_at_the_end_points():
         for method, T in [("maxrl", 4), ("maxrl", 10**6), ("rl", None)]:
             weight(method, np.array([0.0, 0.5, 1.0]), T)
         j_maxrl(np.array([0.0, 1.0]), 10**6)
+        j_maxrl(np.array([0.0, 1e-300, 1.0]), 10**400)
         pass_at_k(np.array([0.0, 1.0]), 10**400)
     p = torch.tensor([0.0, 0.5], dtype=torch.float64, requires_grad=True)
     (gradient,) = torch.autograd.grad(weight("maxrl", p, 4).sum(), p)
