@@ -100,14 +100,86 @@ def check_probability(p: object, name: str = "p"):
 
 
 def check_positive_int(value: object, name: str, *, allow_inf: bool = False) -> int | float:
-    """Return ``value`` as an int >= 1 (or ``math.inf`` when allowed), else raise."""
-    if allow_inf and isinstance(value, float) and math.isinf(value) and value > 0:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer() and value >= 1:
-            return int(value)
-        extra = " or math.inf" if allow_inf else ""
+    """Return ``value`` as an int >= 1 (or ``math.inf`` when allowed), else raise.
+
+    Any real number whose value is a whole number is accepted: Python and NumPy integers, and
+    floats of any precision (``4.0``, ``np.float32(4)``, ``1e300``); huge integers such as
+    ``10**400`` stay exact Python ints.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number, is a bool, or is not a whole number (``2.5``, NaN,
+        ``-inf``, or ``inf`` where ``allow_inf`` is false).
+    ValueError
+        A whole number below 1.
+    """
+    extra = " or math.inf" if allow_inf else ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive integer{extra}, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+    else:
+        real = float(value)
+        if allow_inf and real == math.inf:
+            return math.inf
+        if not real.is_integer():  # NaN, +-inf and fractions
+            raise TypeError(f"{name} must be a positive integer{extra}, got {value!r}")
+        number = int(real)
+    if number < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return number
+
+
+def check_token_mask(mask: torch.Tensor | None, logprobs: torch.Tensor) -> torch.Tensor:
+    """The mask as bools shaped like ``logprobs``; it must hold only 0/1 (or be bool)."""
+    if mask is None:
+        return torch.ones_like(logprobs, dtype=torch.bool)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"policy_gradient_loss: mask must be a torch tensor, got {type(mask)}")
+    if mask.shape != logprobs.shape:
+        raise ValueError(
+            f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
+            f"{tuple(logprobs.shape)}"
+        )
+    if mask.device != logprobs.device:
+        raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
+    if mask.dtype == torch.bool:
+        return mask
+    keep = mask == 1
+    if not bool((keep | (mask == 0)).all()):
+        raise ValueError(
+            "policy_gradient_loss: mask must hold 1 for generated tokens and 0 for padding "
+            "(or be a bool tensor); got other values"
+        )
+    return keep
+
+
+def widened(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in the dtype to compute with: float32 for float16 and bfloat16, else as is.
+
+    Half-precision sums and counts overflow (float16 stops at 65504) or round badly (bfloat16
+    keeps 8 bits), so reductions over a group run in at least float32.
+    """
+    if values.dtype in (torch.float16, torch.bfloat16):
+        return values.float()
+    return values
+
+
+def narrowed(result: torch.Tensor, dtype: torch.dtype, method: str) -> torch.Tensor:
+    """Round ``result`` to ``dtype``; raise ``OverflowError`` if a finite value does not fit.
+
+    Only a conversion to a narrower dtype can overflow here, so only that case is checked.
+    """
+    if result.dtype == dtype:
+        return result
+    out = result.to(dtype)
+    if torch.finfo(dtype).max < torch.finfo(result.dtype).max and not bool(
+        torch.isfinite(out).all()
+    ):
+        largest = float(result.detach().abs().max())
+        raise OverflowError(
+            f"{method}: a result of magnitude {largest:g} does not fit in {dtype} (largest "
+            f"{torch.finfo(dtype).max:g}); pass float32 or float64 input"
+        )
+    return out

@@ -31,15 +31,61 @@ Derived in: chapters 5 and 6.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
 import torch
 
-from companion._checks import check_rewards
+from companion._checks import check_rewards, check_token_mask, narrowed, widened
 
 AdvantageFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry is finite: one sum, and an elementwise look only if that overflows."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
+def _row_scale(values: torch.Tensor) -> torch.Tensor:
+    """A power of two per row, shape (P, 1), with ``|values| / scale`` in [0, 2).
+
+    Dividing by a power of two is exact, so a group can be computed in these units without
+    overflow (values near the dtype's maximum) and scaled back. Constant, so autograd ignores it.
+    """
+    largest = values.detach().abs().amax(dim=1, keepdim=True)
+    _, exponent = torch.frexp(largest)  # largest < 2**exponent
+    scale = torch.ldexp(torch.ones_like(largest), exponent - 1)
+    return torch.where(largest > 0, scale, torch.ones_like(scale))
+
+
+def _deviations(work: torch.Tensor) -> torch.Tensor:
+    """``r - mean(r)`` per row, shape (P, N), a fresh tensor.
+
+    The mean is taken of ``r - min(r)`` (shifted data): exactly 0 for a constant group, and no
+    cancellation against a large common offset. Binary rows are unchanged by the shift (their
+    minimum is 0, or every entry is 1), so 0/1 rewards give the plain formula bit for bit.
+    """
+    shifted = work - work.amin(dim=1, keepdim=True)
+    return shifted.sub_(shifted.mean(dim=1, keepdim=True))
+
+
+def _overflow_safe(work: torch.Tensor, method: str, factor: float = 1.0) -> torch.Tensor:
+    """``factor * (r - mean(r))`` in units of a power of two per row, scaled back at the end.
+
+    For rewards near the dtype's largest value, where the direct formula overflowed; raises
+    ``OverflowError`` only if a true advantage does not fit the dtype.
+    """
+    scale = _row_scale(work)
+    advantages = _deviations(work / scale).mul_(factor).mul_(scale)
+    if not _all_finite(advantages):
+        raise OverflowError(
+            f"{method}: an advantage overflows {work.dtype} (rewards near the dtype's "
+            "largest value); rescale the rewards or pass float64"
+        )
+    return advantages
 
 
 def reinforce(rewards: torch.Tensor) -> torch.Tensor:
@@ -70,13 +116,44 @@ def rloo(rewards: torch.Tensor) -> torch.Tensor:
     The baseline of sample ``i`` does not depend on :math:`z_i`, so
     :math:`\mathbb{E}[\hat g] = \nabla p = \nabla J_{RL}` exactly. Needs ``N >= 2``.
 
+    Computed in float32 for float16/bfloat16 rewards (then rounded back), so the group sum
+    cannot overflow the half type; ``OverflowError`` if an advantage does not fit the dtype.
+
     Derived in: chapter 6.
     """
     check_rewards(rewards, min_samples=2, method="rloo")
     num_samples = rewards.shape[1]
-    total = rewards.sum(dim=1, keepdim=True)  # (P, 1)
+    work = widened(rewards)
+    total = work.sum(dim=1, keepdim=True)  # (P, 1)
     # r_i - (total - r_i)/(N-1) = r_i N/(N-1) - total/(N-1): one pass over (P, N), in place.
-    return (rewards * (num_samples / (num_samples - 1))).sub_(total / (num_samples - 1))
+    advantages = (work * (num_samples / (num_samples - 1))).sub_(total / (num_samples - 1))
+    if not _all_finite(advantages):
+        advantages = _overflow_safe(work, "rloo", num_samples / (num_samples - 1))
+    return narrowed(advantages, rewards.dtype, "rloo")
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"grpo: eps must be a positive float such as 1e-6, got {eps!r}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"grpo: eps must be finite and > 0 with scale='group' (a constant group has std 0), "
+            f"got {eps!r}"
+        )
+    return float(eps)
+
+
+def _normalised(work: torch.Tensor, eps: float | torch.Tensor, dof: int) -> torch.Tensor | None:
+    """``(r - mean) / (std + eps)`` per row, or None if a statistic overflowed."""
+    centred = _deviations(work)  # (P, N)
+    # Sum of squares by torch's cascade summation (vector_norm accumulates less precisely).
+    squares = (centred * centred).sum(dim=1, keepdim=True)  # (P, 1)
+    if not bool(torch.isfinite(squares).all()):  # an inf or NaN in centred shows here too
+        return None
+    denominator = (squares / dof).sqrt() + eps
+    if centred.requires_grad:  # autograd keeps centred for the product's backward
+        return centred / denominator
+    return centred.div_(denominator)
 
 
 def grpo(
@@ -99,22 +176,29 @@ def grpo(
     :math:`N \to \infty`, the gradient of :math:`2\arcsin\sqrt p`; at finite ``N`` it is
     the gradient of :math:`\int c_N(p)\,dp`, computed exactly in chapter 6. Needs ``N >= 2``.
 
+    Differentiable with respect to ``rewards`` (e.g. for a learned reward model). Computed in
+    float32 for float16/bfloat16 rewards and rounded back; rewards so large that the squares
+    overflow are handled in units of a power of two per group (:math:`A` is unchanged when
+    rewards and ``eps`` are scaled together), so the result is never a spurious 0 or NaN.
+
     Derived in: chapter 3 (weight), chapter 6 (exact expectation).
     """
     check_rewards(rewards, min_samples=2, method="grpo")
     if scale not in ("group", "none"):
         raise ValueError(f"grpo: scale must be 'group' or 'none', got {scale!r}")
-    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    work = widened(rewards)
     if scale == "none":
-        return centred
-    if not eps > 0:
-        raise ValueError(
-            f"grpo: eps must be > 0 with scale='group' (a constant group has std 0), got {eps!r}"
-        )
-    # The standard deviation from the centred rewards already at hand (faster than Tensor.std).
+        centred = work - work.mean(dim=1, keepdim=True)
+        if not _all_finite(centred):
+            centred = _overflow_safe(work, "grpo")
+        return narrowed(centred, rewards.dtype, "grpo")
+    eps = _check_eps(eps)
     dof = rewards.shape[1] - 1 if unbiased else rewards.shape[1]
-    std = ((centred * centred).sum(dim=1, keepdim=True) / dof).sqrt_()  # (P, 1)
-    return centred.div_(std.add_(eps))
+    advantages = _normalised(work, eps, dof)
+    if advantages is None:  # |r| near the dtype's maximum: the same formula in scaled units
+        row_scale = _row_scale(work)
+        advantages = _normalised(work / row_scale, eps / row_scale, dof)
+    return narrowed(advantages, rewards.dtype, "grpo")
 
 
 Variant = Literal["algorithm1", "divide_by_k", "control_variate"]
@@ -138,6 +222,9 @@ def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tenso
     :math:`K = 0` term removes :math:`-(1-p)^{N-1}\nabla p` from the expectation, so it is
     unbiased for :math:`\nabla J^{(N-1)}_{\mathrm{MaxRL}}`, not :math:`\nabla J^{(N)}`.
     With ``N = 1`` it is identically zero, so ``N >= 2`` is required.
+
+    Computed in float32 for float16/bfloat16 rewards and rounded back; ``OverflowError`` where
+    an advantage (at most ``N``) does not fit the dtype (float16 with ``N > 65504``).
 
     All variants need binary rewards in {0, 1}. Groups where every sample succeeds get
     ``A = 0`` in ``algorithm1`` and ``control_variate`` (and ``A = 1`` in ``divide_by_k``).
@@ -171,17 +258,20 @@ def maxrl(rewards: torch.Tensor, variant: Variant = "algorithm1") -> torch.Tenso
             "use N >= 2, or variant='divide_by_k' which equals REINFORCE at N = 1"
         )
     num_samples = rewards.shape[1]
-    successes = rewards.sum(dim=1, keepdim=True)  # K, shape (P, 1)
+    work = widened(rewards)  # float32 for half types: K and N / K overflow float16 past 65504
+    successes = work.sum(dim=1, keepdim=True)  # K, shape (P, 1)
     # N / K, shape (P, 1), correctly rounded (a Python number divided by a tensor would be
     # computed as N * (1 / K), one rounding more).
     factor = torch.full_like(successes, num_samples) / successes.clamp_min(1.0)
+    name = f"maxrl(variant={variant!r})"
     if variant == "divide_by_k":
-        return rewards * factor  # N r_i / K, 0 when K = 0
+        return narrowed(work * factor, rewards.dtype, name)  # N r_i / K, 0 when K = 0
     if variant == "control_variate":
         offset = torch.ones_like(successes)
     else:  # Algorithm 1: N r_i / K - 1 when K >= 1, and 0 when K = 0 (every r_i is 0 then)
-        offset = (successes > 0).to(rewards.dtype)
-    return (rewards * factor).sub_(offset)  # N r_i / K - offset, the second pass in place
+        offset = (successes > 0).to(work.dtype)
+    # N r_i / K - offset, the second pass in place (the product is a fresh tensor).
+    return narrowed((work * factor).sub_(offset), rewards.dtype, name)
 
 
 #: Advantage functions by name, each mapping rewards (P, N) to advantages (P, N).
@@ -220,12 +310,20 @@ def policy_gradient_loss(
       changes from batch to batch with the answers' lengths. (Averaging tokens per sequence
       first, as some trainers do, would instead down-weight long answers; chapter 10.)
 
-    ``advantages`` are treated as constants (detached). Returns a scalar tensor.
+    Padded positions are selected out, not multiplied by 0: a ``-inf`` or NaN log-probability
+    there changes neither the loss nor the gradient (which is 0 at padded positions). ``mask``
+    holds 1/0 or bools. ``advantages`` are treated as constants (detached) and converted to
+    ``logprobs``' dtype (``OverflowError`` if they do not fit). Returns a scalar tensor.
 
     Derived in: chapter 5 (the surrogate), chapter 10 (token aggregation).
     """
     if not isinstance(logprobs, torch.Tensor) or not isinstance(advantages, torch.Tensor):
         raise TypeError("policy_gradient_loss: logprobs and advantages must be torch tensors")
+    if not logprobs.is_floating_point():
+        raise TypeError(
+            f"policy_gradient_loss: logprobs must be floating-point log-probabilities, got "
+            f"{logprobs.dtype}; use e.g. torch.log_softmax(logits, -1).gather(...)"
+        )
     if advantages.ndim != 2:
         raise ValueError(
             f"policy_gradient_loss: advantages must have shape (P, N), got "
@@ -238,7 +336,7 @@ def policy_gradient_loss(
         )
     if not bool(torch.isfinite(advantages).all()):
         raise ValueError("policy_gradient_loss: advantages contain NaN or infinite values")
-    advantages = advantages.detach().to(logprobs.dtype)
+    advantages = narrowed(advantages.detach(), logprobs.dtype, "policy_gradient_loss")
     if logprobs.ndim == 2:
         if mask is not None:
             raise ValueError("policy_gradient_loss: mask is only for token log-probs (P, N, L)")
@@ -253,22 +351,15 @@ def policy_gradient_loss(
             f"policy_gradient_loss: expected logprobs (P, N) or (P, N, L) matching "
             f"advantages {tuple(advantages.shape)}, got {tuple(logprobs.shape)}"
         )
-    if mask is None:
-        mask = torch.ones_like(logprobs)
-    if mask.shape != logprobs.shape:
-        raise ValueError(
-            f"policy_gradient_loss: mask {tuple(mask.shape)} must match logprobs "
-            f"{tuple(logprobs.shape)}"
-        )
-    if mask.device != logprobs.device:
-        raise ValueError("policy_gradient_loss: mask must be on the same device as logprobs")
-    mask = mask.to(logprobs.dtype)
-    weighted = advantages[..., None] * logprobs * mask  # (P, N, L)
+    keep = check_token_mask(mask, logprobs)  # bool (P, N, L)
+    # Select, not multiply: a -inf or NaN log-prob at a padded position never reaches the sum
+    # (0 * -inf is NaN), and its gradient is exactly 0.
+    weighted = advantages[..., None] * torch.where(keep, logprobs, 0.0)  # (P, N, L)
     if aggregation == "sequence":
         return -weighted.sum(-1).mean()
     if aggregation == "token_mean":
-        tokens = mask.sum()
-        if not tokens > 0:
+        tokens = int(keep.sum())
+        if tokens == 0:
             raise ValueError("policy_gradient_loss: mask selects no tokens")
         return -weighted.sum() / tokens
     raise ValueError(

@@ -27,6 +27,11 @@ from companion._checks import check_positive_int, check_probability
 
 #: Refuse enumerations larger than this many count vectors.
 MAX_COMPOSITIONS = 2_000_000
+#: Refuse enumerations whose (count vectors) x (N + M) tables exceed this many values: the
+#: outputs, rewards and advantages (and their reversed copies) are each such a table, about
+#: 48 bytes per value in all, so this caps the memory near 0.8 GB.
+MAX_TABLE_VALUES = 1 << 24
+_BYTES_PER_VALUE = 48
 
 
 def _check_policy(logits: torch.Tensor, success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +110,10 @@ def gradient_moments(
         E.g. an entry of :data:`companion.estimators.ADVANTAGES`; must treat the ``N``
         samples symmetrically (checked).
 
+    Raises ``ValueError`` before allocating anything when the enumeration is too large: more
+    than :data:`MAX_COMPOSITIONS` count vectors, or tables of more than
+    :data:`MAX_TABLE_VALUES` values (count vectors times ``N + M``).
+
     Returns
     -------
     mean : float64 Tensor (M,)
@@ -118,10 +127,13 @@ def gradient_moments(
     n_samples = check_positive_int(n_samples, "n_samples")
     num_outputs = logits.numel()
     count = math.comb(n_samples + num_outputs - 1, num_outputs - 1)
-    if count > MAX_COMPOSITIONS:
+    values = count * (n_samples + num_outputs)  # size of the (C, N) and (C, M) tables
+    if count > MAX_COMPOSITIONS or values > MAX_TABLE_VALUES:
         raise ValueError(
-            f"gradient_moments: {count} count vectors for M = {num_outputs}, "
-            f"N = {n_samples}; at most {MAX_COMPOSITIONS} are enumerated"
+            f"gradient_moments: {count} count vectors of N = {n_samples} samples over "
+            f"M = {num_outputs} outputs would need about {values * _BYTES_PER_VALUE / 1e9:.3g} GB; "
+            f"at most {MAX_COMPOSITIONS} count vectors and {MAX_TABLE_VALUES} table values "
+            "are enumerated (use fewer outputs or samples, or Monte Carlo)"
         )
     counts = _compositions(n_samples, num_outputs)  # (C, M), cached: never modified here
     log_probs = torch.log_softmax(logits, dim=0)

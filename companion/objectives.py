@@ -34,14 +34,34 @@ PassRate = TypeVar("PassRate", float, np.ndarray, torch.Tensor)
 #: Truncation levels up to this value are summed term by term; larger ones are integrated.
 _DIRECT_SUM_MAX_T = 4096
 _GAUSS_NODES = 20
+_PANELS = 50
+#: The term-by-term sum holds at most this many values at once (8 MB in float64).
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def _xp(value):
     return torch if isinstance(value, torch.Tensor) else np
 
 
-def _out(value, kind: str):
-    return float(value) if kind == "float" else value
+def _wide(value):
+    """The working copy: float64 (a tensor stays on its device; arrays already are float64)."""
+    return value.double() if isinstance(value, torch.Tensor) else value
+
+
+def _out(result, kind: str, like, name: str):
+    """Return ``result`` (float64) as the caller's kind: a float, a float64 ndarray, or a
+    tensor of the input's dtype. ``OverflowError`` where a finite value does not fit."""
+    if kind == "torch":
+        out = result.to(like.dtype)
+        if not bool(torch.isfinite(out).all()):
+            raise OverflowError(
+                f"{name}: a value of magnitude {float(result.abs().max()):g} does not fit in "
+                f"{like.dtype}; pass float64 input"
+            )
+        return out
+    if not np.isfinite(result).all():
+        raise OverflowError(f"{name}: the result overflows float64")
+    return float(result) if kind == "float" else result
 
 
 def _log_fail(p, xp):
@@ -53,6 +73,18 @@ def _log_fail(p, xp):
         with np.errstate(divide="ignore"):
             return np.log1p(-p)
     return torch.log1p(-p)
+
+
+def _times(count: int, log_fail, xp):
+    """``count * log(1 - p)`` for any positive int ``count``, even beyond float range.
+
+    Below 1e300 a plain product; above, ``-exp(log count + log(-log(1 - p)))`` (the product
+    itself would overflow the conversion of ``count`` to a float).
+    """
+    if count < 1e300:
+        return float(count) * log_fail
+    with np.errstate(divide="ignore"):
+        return -xp.exp(math.log(count) + xp.log(-log_fail))
 
 
 def pass_at_k(p: PassRate, k: int) -> PassRate:
@@ -72,7 +104,7 @@ def pass_at_k(p: PassRate, k: int) -> PassRate:
     value, kind = check_probability(p)
     k = check_positive_int(k, "k")
     xp = _xp(value)
-    return _out(-xp.expm1(k * _log_fail(value, xp)), kind)
+    return _out(-xp.expm1(_times(k, _log_fail(_wide(value), xp), xp)), kind, value, "pass_at_k")
 
 
 def fail_at_k(p: PassRate, k: int) -> PassRate:
@@ -83,7 +115,7 @@ def fail_at_k(p: PassRate, k: int) -> PassRate:
     value, kind = check_probability(p)
     k = check_positive_int(k, "k")
     xp = _xp(value)
-    return _out(xp.exp(k * _log_fail(value, xp)), kind)
+    return _out(xp.exp(_times(k, _log_fail(_wide(value), xp), xp)), kind, value, "fail_at_k")
 
 
 def j_rl(p: PassRate) -> PassRate:
@@ -92,7 +124,7 @@ def j_rl(p: PassRate) -> PassRate:
     Derived in: chapter 1.
     """
     value, kind = check_probability(p)
-    return _out(value * 1.0, kind)
+    return _out(_wide(value) * 1.0, kind, value, "j_rl")
 
 
 def j_ml(p: PassRate) -> PassRate:
@@ -106,7 +138,7 @@ def j_ml(p: PassRate) -> PassRate:
     xp = _xp(value)
     if bool((value == 0).any()):
         raise ValueError("j_ml: log p is -inf at p = 0; expected p in (0, 1]")
-    return _out(xp.log(value), kind)
+    return _out(xp.log(_wide(value)), kind, value, "j_ml")
 
 
 def _gauss_legendre(xp, like):
@@ -119,12 +151,21 @@ def _gauss_legendre(xp, like):
     return nodes, weights
 
 
+def _numel(value) -> int:
+    return value.numel() if isinstance(value, torch.Tensor) else int(np.size(value))
+
+
 def _truncated_log_direct(p, T: int, xp):
-    """:math:`-\\sum_{k=1}^T (1-p)^k/k` term by term, in chunks of 1024 terms."""
+    r""":math:`-\sum_{k=1}^T (1-p)^k/k` term by term, a chunk of ``k`` at a time.
+
+    A chunk holds at most ``_CHUNK_ELEMENTS`` values, so the memory is O(numel) for any
+    ``T``, and few chunks (fast) for few pass rates.
+    """
     log_q = _log_fail(p, xp)[..., None]
     total = xp.zeros_like(p)
-    for start in range(1, T + 1, 1024):
-        stop = min(T, start + 1023)
+    step = max(1, min(T, _CHUNK_ELEMENTS // max(1, _numel(p))))
+    for start in range(1, T + 1, step):
+        stop = min(T, start + step - 1)
         if xp is torch:
             k = torch.arange(start, stop + 1, dtype=p.dtype, device=p.device)
         else:
@@ -137,33 +178,48 @@ def _truncated_log_integral(p, T: int, xp):
     r"""The same sum for large ``T``, by the integral
 
     .. math:: \sum_{k=1}^T \frac{(1-p)^k}{k} = \int_p^1 \frac{1 - (1-s)^T}{s}\,ds
-              = \int_{\log p}^{0} \bigl(1 - (1 - e^v)^T\bigr)\,dv,
+              = \int_{\log Tp}^{\log T} \bigl(1 - (1 - e^u/T)^T\bigr)\,du
+              \quad (s = e^u / T),
 
-    split at :math:`s_0 = 10^{-9}/T`. Below it :math:`1-(1-s)^T = Ts - \binom{T}{2}s^2 +
-    O((Ts)^3)`, integrated in closed form; above it composite Gauss-Legendre in
-    :math:`v = \log s` on panels of width 1/2 (the integrand is smooth and bounded by 1).
+    split where :math:`Ts = 10^{-9}` and :math:`Ts = 50`. Below the first,
+    :math:`1-(1-s)^T = Ts - \binom{T}{2}s^2 + O((Ts)^3)`, integrated in closed form. Above
+    the second, :math:`(1-s)^T \le e^{-Ts} < e^{-50}`, so the integrand is 1 and that piece is
+    its length. In between (:math:`u` in an interval of length 24.6 whatever ``T`` is),
+    composite Gauss-Legendre on 50 panels, with :math:`T\log(1-s) = -e^u \rho(s)`,
+    :math:`\rho(s) = -\log(1-s)/s`, so ``T`` only enters through :math:`\log T` and may be
+    any size (``10**400``). Memory O(numel).
     """
-    log_s0 = math.log(1e-9 / T)
-    s0 = math.exp(log_s0)
-    if xp is torch:
-        low = torch.log(p.clamp_min(1e-300)).clamp_min(log_s0)
-        p_small = p.clamp_max(s0)
-    else:
-        low = np.maximum(np.log(np.maximum(p, 1e-300)), log_s0)
-        p_small = np.minimum(p, s0)
-    # Closed form on [p, s0] (zero where p >= s0).
-    series = T * (s0 - p_small) - T * (T - 1) / 4.0 * (s0**2 - p_small**2)
-    # Composite Gauss-Legendre on [low, 0] in v = log s, the same panel count for every entry.
+    log_T = math.log(T)
+    u_low, u_high = math.log(1e-9), math.log(50.0)
+    with np.errstate(divide="ignore"):
+        log_p = xp.log(p)  # -inf at p = 0
+    # Length of the flat piece: v = log s from max(log p, log(50/T)) to 0.
+    flat = _clip(-log_p, None, log_T - u_high, xp)
+    # Closed form on [p, 1e-9/T] in x = T min(p, 1e-9/T), which lies in [0, 1e-9].
+    with np.errstate(over="ignore"):
+        scaled = float(T) * p if T < 1e300 else xp.exp(log_p + log_T)  # T p, inf if huge
+    x = _clip(scaled, None, 1e-9, xp)
+    series = (1e-9 - x) * (1.0 + math.expm1(-log_T) / 4.0 * (1e-9 + x))  # expm1 = -(1 - 1/T)
+    # Gauss-Legendre on [start, u_high] in u, empty (width 0) where T p >= 50.
+    start = _clip(log_p + log_T, u_low, u_high, xp)
+    width = (u_high - start) / _PANELS
     nodes, weights = _gauss_legendre(xp, p)
-    length = -low
-    panels = max(1, math.ceil(float(length.max()) / 0.5)) if length.shape != (0,) else 1
-    width = length / panels
-    total = xp.zeros_like(p)
-    for j in range(panels):
-        v = (low + j * width)[..., None] + (nodes + 1.0) / 2.0 * width[..., None]
-        integrand = -xp.expm1(T * _log_fail(xp.exp(v), xp))
-        total = total + (integrand * weights).sum(-1) * width / 2.0
-    return -(total + series)
+    quadrature = xp.zeros_like(p)
+    for j in range(_PANELS):
+        u = (start + j * width)[..., None] + (nodes + 1.0) / 2.0 * width[..., None]
+        s = xp.exp(u - log_T)  # <= 50/4097, and 0 once T is beyond float range
+        tiny = s < 1e-10
+        s_safe = xp.where(tiny, xp.full_like(s, 0.5), s)
+        rho = xp.where(tiny, 1.0 + s / 2.0, -xp.log1p(-s_safe) / s_safe)  # 1 + s/2 + O(s^2)
+        integrand = -xp.expm1(-xp.exp(u) * rho)
+        quadrature = quadrature + (integrand * weights).sum(-1) * width / 2.0
+    return -(series + quadrature + flat)
+
+
+def _clip(value, low, high, xp):
+    if xp is torch:
+        return torch.clamp(value, min=low, max=high)
+    return np.clip(value, low, high)
 
 
 def j_maxrl(p: PassRate, T: int | float) -> PassRate:
@@ -174,12 +230,13 @@ def j_maxrl(p: PassRate, T: int | float) -> PassRate:
 
     ``T = 1`` gives :math:`p - 1` (RL up to a constant); ``T = math.inf`` gives
     :math:`\log p` (ML). At ``p = 0`` the value is :math:`-H_T` (finite for finite ``T``).
-    Stable for ``p`` down to 1e-300 and ``T`` up to 1e9: the sum is taken term by term up to
-    ``T = 4096`` and by a quadrature of its integral form beyond.
+    Stable for ``p`` down to 1e-300 and any ``T`` (``1e300``, ``10**400``): the sum is taken
+    term by term up to ``T = 4096`` and by a quadrature of its integral form beyond, both in
+    O(numel) memory and in float64 (a tensor result is rounded back to its dtype).
 
     Parameters
     ----------
-    p : float, ndarray or Tensor, any shape
+    p : float, ndarray or Tensor, any shape (empty too)
         Pass rate in [0, 1].
     T : int >= 1 or math.inf
         Truncation level; an unbiased estimator from ``N`` samples reaches ``T = N``.
@@ -191,15 +248,14 @@ def j_maxrl(p: PassRate, T: int | float) -> PassRate:
     if T == math.inf:
         return j_ml(p)
     xp = _xp(value)
-    work = value.double() if xp is torch else value
-    if T <= _DIRECT_SUM_MAX_T:
+    work = _wide(value)
+    if _numel(work) == 0:
+        result = work * 0.0
+    elif T <= _DIRECT_SUM_MAX_T:
         result = _truncated_log_direct(work, T, xp)
     else:
         result = _truncated_log_integral(work, T, xp)
-    result = result + 0.0  # no negative zero at p = 1
-    if xp is torch:
-        result = result.to(value.dtype)
-    return _out(result, kind)
+    return _out(result + 0.0, kind, value, "j_maxrl")  # + 0.0: no negative zero at p = 1
 
 
 Method = Literal["rl", "grpo", "maxrl", "ml"]
@@ -220,34 +276,39 @@ def weight(method: Method, p: PassRate, T: int | float | None = None) -> PassRat
     The GRPO weight is the large-N limit (population standard deviation
     :math:`\sqrt{p(1-p)}`); it is infinite at ``p = 0`` and ``p = 1``, which raise
     ``ValueError``, as does ``p = 0`` for ``"ml"`` and for ``"maxrl"`` with ``T = math.inf``.
-    ``"maxrl"`` at ``p = 0`` returns its finite limit ``T``.
+    ``"maxrl"`` at ``p = 0`` returns its finite limit ``T``. Computed in float64; a value
+    that does not fit the result's dtype (``1/p`` at ``p = 1e-310``, or float16 input) raises
+    ``OverflowError`` instead of returning inf.
 
     Derived in: chapter 3.
     """
     value, kind = check_probability(p)
     xp = _xp(value)
+    work = _wide(value)
+    name = f"weight({method!r})"
     if method != "maxrl" and T is not None:
         raise ValueError(f"weight: T is only used by method='maxrl', got T={T!r} for {method!r}")
     if method == "rl":
-        return _out(xp.ones_like(value), kind)
+        return _out(xp.ones_like(work), kind, value, name)
     if method == "grpo":
         if bool(((value == 0) | (value == 1)).any()):
             raise ValueError(
                 "weight('grpo'): 1/sqrt(p(1-p)) is infinite at p = 0 and p = 1; "
                 "expected p in (0, 1)"
             )
-        return _out(1.0 / xp.sqrt(value * (1.0 - value)), kind)
+        return _out(1.0 / xp.sqrt(work * (1.0 - work)), kind, value, name)
     if method == "ml" or (method == "maxrl" and T == math.inf):
-        if method == "maxrl":
-            check_positive_int(T, "T", allow_inf=True)
         if bool((value == 0).any()):
             raise ValueError(f"weight({method!r}): 1/p is infinite at p = 0; expected p in (0, 1]")
-        return _out(1.0 / value, kind)
+        with np.errstate(over="ignore"):
+            return _out(1.0 / work, kind, value, name)
     if method == "maxrl":
         if T is None:
             raise ValueError("weight('maxrl') needs the truncation level T (int >= 1 or math.inf)")
         T = check_positive_int(T, "T", allow_inf=True)
-        safe = xp.where(value == 0, xp.ones_like(value), value)
-        w = -xp.expm1(T * _log_fail(value, xp)) / safe
-        return _out(xp.where(value == 0, xp.full_like(value, float(T)), w), kind)
+        safe = xp.where(work == 0, xp.ones_like(work), work)
+        with np.errstate(over="ignore"):
+            w = -xp.expm1(_times(T, _log_fail(work, xp), xp)) / safe
+        limit = float(T) if T < 1e308 else math.inf  # the value at p = 0; inf: OverflowError
+        return _out(xp.where(work == 0, xp.full_like(work, limit), w), kind, value, name)
     raise ValueError(f"weight: unknown method {method!r}; expected 'rl', 'grpo', 'maxrl' or 'ml'")

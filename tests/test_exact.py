@@ -92,3 +92,81 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="NaN or infinite"):
         gradient_moments(torch.zeros(2), success, 2, lambda r: r / 0.0)
+
+
+@pytest.mark.parametrize("num_outputs, n", [(2, 10**6), (2, 5000), (3, 3000), (8, 64), (10, 10**9)])
+def test_size_guard_counts_memory_and_refuses_before_allocating(num_outputs, n):
+    import time
+    import tracemalloc
+
+    logits = torch.zeros(num_outputs)
+    success = torch.tensor([True] + [False] * (num_outputs - 1))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="GB"):
+        gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    elapsed = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 1e6  # refused up front, nothing enumerated
+
+
+def test_size_guard_boundary_is_the_table_size(monkeypatch):
+    from companion import exact
+
+    n = 64  # M = 2: (N + 1) count vectors times N + M values each
+    monkeypatch.setattr(exact, "MAX_TABLE_VALUES", (n + 1) * (n + 2))
+    logits = torch.tensor([0.0, 0.5])
+    success = torch.tensor([True, False])
+    mean, _ = gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    torch.testing.assert_close(mean, pass_rate_and_gradient(logits, success)[1])
+    with pytest.raises(ValueError, match="table values"):
+        gradient_moments(logits, success, n + 1, ADVANTAGES["reinforce"])
+    monkeypatch.setattr(exact, "MAX_TABLE_VALUES", 10**9)
+    monkeypatch.setattr(exact, "MAX_COMPOSITIONS", n + 1)
+    gradient_moments(logits, success, n, ADVANTAGES["reinforce"])
+    with pytest.raises(ValueError, match="count vectors"):
+        gradient_moments(logits, torch.tensor([True, False]), n + 1, ADVANTAGES["rloo"])
+
+
+def test_a_slightly_asymmetric_advantage_is_refused():
+    from companion.exact import group_weight
+
+    def tilted(rewards):  # asymmetric by 1e-9: beyond the 1e-10 tolerances
+        return rewards + 1e-9 * torch.arange(rewards.shape[1], dtype=rewards.dtype)
+
+    with pytest.raises(ValueError, match="symmetrically"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 3, tilted)
+    with pytest.raises(ValueError, match="symmetrically"):
+        group_weight(tilted, 0.5, 3)
+
+
+def test_n_samples_is_named_in_the_message():
+    with pytest.raises(ValueError, match=r"^n_samples must be >= 1, got 0$"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 0, ADVANTAGES["rloo"])
+
+
+def test_relative_asymmetry_is_refused_too():
+    from companion.exact import group_weight
+
+    def stretched(rewards):  # asymmetric by 1e-7 relative, only where rewards are nonzero
+        index = torch.arange(rewards.shape[1], dtype=rewards.dtype)
+        return rewards * (1 + 1e-7 * index)
+
+    with pytest.raises(ValueError, match="symmetrically"):
+        gradient_moments(torch.zeros(2), torch.tensor([True, False]), 3, stretched)
+    with pytest.raises(ValueError, match="symmetrically"):
+        group_weight(stretched, 0.5, 3)
+
+
+def test_policy_inputs_must_both_be_tensors():
+    with pytest.raises(TypeError, match="torch tensors"):
+        pass_rate_and_gradient(torch.zeros(2), [True, False])
+    with pytest.raises(TypeError, match="torch tensors"):
+        pass_rate_and_gradient([0.0, 0.0], torch.tensor([True, False]))
+
+
+def test_advantage_fn_must_return_a_tensor():
+    success = torch.tensor([True, False])
+    with pytest.raises(ValueError, match="return a tensor shaped like rewards"):
+        gradient_moments(torch.zeros(2), success, 2, lambda r: r.tolist())

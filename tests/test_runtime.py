@@ -32,3 +32,43 @@ def test_device_switch(monkeypatch):
     assert default_device() == torch.device("cpu")
     assert scale_name(torch.device("cpu")) == "cpu"
     assert scale_name(torch.device("cuda", 0)) == "gpu"
+
+
+def test_default_device_without_the_variable(monkeypatch):
+    monkeypatch.delenv("MAXRL_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == torch.device("cuda")
+    monkeypatch.setenv("MAXRL_DEVICE", "meta")  # the variable wins over CUDA
+    assert default_device() == torch.device("meta")
+
+
+def test_seed_everything_seeds_python_and_numpy_too():
+    import random
+
+    import numpy as np
+
+    seed_everything(11)
+    first = random.random(), np.random.rand()
+    seed_everything(11)
+    assert (random.random(), np.random.rand()) == first
+    seed_everything(12)
+    assert (random.random(), np.random.rand()) != first
+
+
+def test_atomic_write_stages_a_hidden_temporary_beside_the_target(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "a" / "b" / "result.json"  # two missing folders
+    seen = []
+
+    def write(handle):
+        seen.extend(os.listdir(target.parent))
+        handle.write(b"data")
+
+    assert atomic_write(target, write) == target
+    assert target.read_bytes() == b"data"
+    assert len(seen) == 1 and seen[0].startswith(".result.json.") and seen[0].endswith(".tmp")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
