@@ -66,8 +66,11 @@ def closed_form(name: str, p, n: int):
     }[name]
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "grpo"])
-@pytest.mark.parametrize("n", [2, 3, 64, 1000, 4096])
+@pytest.mark.parametrize(
+    "name, n",
+    [(name, n) for name in NAMES if name != "grpo" for n in (2, 3, 64, 1000)]
+    + [("maxrl", 4096), ("maxrl_divide_by_k", 4096), ("rloo", 4096)],
+)
 def test_closed_forms_stable_from_1e_12_to_1(name, n):
     pass_rates = [0.0, 1e-12, 1e-9, 1e-6, 1e-3, 0.1, 0.5, 0.999, 1 - 1e-9, 1.0]
     got = group_weight(ADVANTAGES[name], np.array(pass_rates), n)
@@ -99,11 +102,19 @@ def test_returns_the_input_kind():
     assert group_weight(fn, np.zeros((0,)), 4).shape == (0,)
 
 
-def test_large_inputs_are_chunked():
-    """1e5 pass rates at N = 4096 would be 3.3 GB as one (P, N) table; it is computed in chunks."""
-    pass_rates = torch.linspace(0, 1, 100_000, dtype=torch.float64)
-    got = group_weight(ADVANTAGES["rloo"], pass_rates, 4096)
-    torch.testing.assert_close(got, torch.ones_like(got), rtol=1e-11, atol=0)
+def test_large_inputs_are_chunked(monkeypatch):
+    """Inputs are evaluated in chunks of pass rates (1e5 pass rates at N = 4096 would be a
+    3.3 GB table at once); chunked results equal the one-chunk result and the closed form."""
+    import companion.exact as exact
+
+    pass_rates = torch.linspace(0, 1, 5001, dtype=torch.float64)
+    whole = group_weight(ADVANTAGES["maxrl"], pass_rates, 64)
+    monkeypatch.setattr(exact, "_GROUP_WEIGHT_CHUNK", 64 * 7)  # 7 pass rates per chunk
+    chunked = group_weight(ADVANTAGES["maxrl"], pass_rates, 64)
+    torch.testing.assert_close(chunked, whole, rtol=1e-14, atol=0)  # matmul blocking
+    safe = pass_rates.clamp_min(1e-300)
+    expected = torch.where(pass_rates > 0, -torch.expm1(63 * torch.log1p(-pass_rates)) / safe, 63)
+    torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=0)
 
 
 def test_bad_input():
