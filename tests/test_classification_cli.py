@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -83,6 +84,26 @@ def test_output_folder_is_checked_before_training(capsys, tmp_path):
     line = _usage_error(["sweep", "--scale", "cpu", "--out", str(blocker / "x")], capsys)
     assert "not a writable folder" in line
     assert blocker.read_text() == ""
+
+
+def test_a_folder_that_cannot_be_made_is_a_usage_error_before_training(
+    capsys, tmp_path, monkeypatch
+):
+    from companion.classification import __main__ as cli
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the output folder was made")
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    monkeypatch.setattr(cli, "execute", no_training)
+    monkeypatch.setattr(cli, "run_sweep", no_training)
+    out = tmp_path / "out"
+    assert "Permission denied" in _usage_error(["run", "--scale", "cpu", "--out", str(out)], capsys)
+    line = _usage_error(["sweep", "--scale", "cpu", "--out", str(out)], capsys, out)
+    assert "Permission denied" in line
 
 
 def test_gpu_scale_needs_cuda(capsys, tmp_path):

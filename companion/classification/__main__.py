@@ -5,7 +5,9 @@
   scale (``cpu``, ``long``, ``gpu``); resumable: runs whose JSON exists are skipped.
 * ``report``: the tables of a sweep folder (chosen rates, final metrics over seeds).
 
-A bad value is a usage error: one line on stderr, exit status 2, nothing written.
+A bad value is a usage error: one line on stderr, exit status 2, nothing written. Once every
+value is valid the output folder is created, before any training, so that a folder that
+cannot be made is a usage error too.
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ def _run_config(args) -> ClassificationConfig:
     return dataclasses.replace(base, **overrides)
 
 
+def _make_folder(parser, folder) -> None:
+    """Create ``folder`` once the config is valid, so that a folder that cannot be made is a
+    usage error before training rather than a lost run after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"output folder {folder}: {error.strerror or error}")
+
+
 def _plan(args):
     plan = plan_for_scale(args.scale)
     changes: dict[str, object] = {}
@@ -185,11 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             config = _run_config(args)
             out = check_output_folder(args.out)
+            _make_folder(parser, run_path(out, "run", config).parent)
         else:
             if args.scale == "gpu" and device.type != "cuda":
                 parser.error("--scale gpu needs a CUDA device; on a CPU use --scale long")
             plan = _plan(args)
             out = check_output_folder(args.out or f"runs/classification-{args.scale}")
+            if not args.dry_run:
+                _make_folder(parser, out)
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)

@@ -187,7 +187,7 @@ def run_label(method: str, num_samples: int) -> str:
 
 #: The per-run settings shared by the ``long`` and ``gpu`` scales: C = 1000 classes, a
 #: 16-dimensional input, labels at temperature 0.08 (the teacher's most likely label has
-#: probability about 0.69 on average), 2000 steps of 128 examples.
+#: probability about 0.7 on average), 2000 steps of 128 examples.
 REGIME = ClassificationConfig(scale="long")
 
 #: The ``cpu`` scale: the same task, shorter (tests and quick checks; seconds per run).

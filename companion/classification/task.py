@@ -126,6 +126,10 @@ def make_student(config: ClassificationConfig, device: torch.device | str = "cpu
     Weights and bias are uniform on :math:`\\pm 1/\\sqrt D`, so the initial logits have a
     standard deviation near 0.6 and the pass rate starts near :math:`1/C`. Built on the CPU
     then moved, so the initial weights do not depend on the device.
+
+    Shapes: the module maps inputs (P, D) to logits :math:`W^\\top x + b`, (P, C).
+
+    Derived in: chapter 8.
     """
     model = nn.Linear(config.input_dim, config.num_classes)
     bound = 1 / config.input_dim**0.5
@@ -139,10 +143,12 @@ def make_student(config: ClassificationConfig, device: torch.device | str = "cpu
 def sample_labels(
     logits: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Draw ``num_samples`` labels per row from ``softmax(logits)``, with replacement.
+    r"""Draw ``num_samples`` labels per row from ``softmax(logits)``, with replacement.
 
     ``logits`` (P, C) -> samples (P, N), int64, on the logits' device; ``generator`` lives
-    on the same device.
+    on the same device. Each row is a policy's rollouts :math:`z_i \sim \pi_\theta(\cdot\mid x)`.
+
+    Derived in: chapter 8.
     """
     if logits.ndim != 2:
         raise ValueError(f"sample_labels: logits must have shape (P, C), got {tuple(logits.shape)}")
@@ -171,6 +177,8 @@ def log_pass_rates(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     r""":math:`\log p_x = \log \mathrm{softmax}(\text{logits}_x)_{y_x}` in float64 (finite).
 
     Shapes: logits (M, C), labels (M,) -> (M,) float64.
+
+    Derived in: chapter 8.
     """
     log_probs = torch.log_softmax(logits.detach().double(), dim=1)  # (M, C)
     return log_probs.gather(1, labels[:, None]).squeeze(1)
@@ -205,7 +213,13 @@ def metrics_from_log_pass_rates(
 
 @torch.no_grad()
 def teacher_metrics(task: ClassificationTask, ks: tuple[int, ...]) -> dict[str, float]:
-    """The validation metrics of the teacher itself: the best any student can reach on average."""
+    r"""The validation metrics of the teacher :math:`q(\cdot\mid x)` itself.
+
+    Its NLL, :math:`-\operatorname{mean}_x \log q(y_x \mid x)`, estimates the conditional
+    entropy of the labels: the lowest expected NLL any student can reach.
+
+    Derived in: chapter 8.
+    """
     probs = teacher_probabilities(
         task.validation_inputs.double(), task.teacher.double(), task.label_temperature
     )
