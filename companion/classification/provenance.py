@@ -7,55 +7,17 @@ book can be traced to the commit and the device that produced it.
 from __future__ import annotations
 
 import datetime
-import pathlib
-import platform
-import subprocess
 import sys
 
 import torch
 
-#: The repository root (the folder that holds ``companion/``).
-REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+from companion.provenance import REPOSITORY, device_name, git_state
 
-
-def _git(*args: str) -> str | None:
-    try:
-        completed = subprocess.run(
-            ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() if completed.returncode == 0 else None
-
-
-def git_state() -> dict[str, object]:
-    """``{"commit": sha or None, "clean": bool or None}`` of the repository holding this code.
-
-    ``clean`` is True when no tracked file differs from the commit (untracked files, such as
-    results being written, do not count); both are None outside a git checkout.
-    """
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "clean": None if status is None else status == ""}
-
+__all__ = ["LOADED_CODE", "REPOSITORY", "device_name", "git_state", "provenance"]
 
 #: The repository's state when this module was imported, i.e. the code this process loaded:
 #: a long sweep keeps running the code it started with even if files change meanwhile.
 LOADED_CODE: dict[str, object] = git_state()
-
-
-def device_name(device: torch.device | str) -> str:
-    """A readable name: the GPU's model on CUDA, else the CPU's model (or the platform)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def provenance(

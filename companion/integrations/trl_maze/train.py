@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import tempfile
 import time
 import warnings
@@ -42,6 +41,7 @@ from companion.integrations.trl_maze.task import (
     tiny_causal_lm,
 )
 from companion.maze.env import Maze, encode_prompt, max_answer_length, prompt_length
+from companion.provenance import device_name, git_state
 
 __all__ = [
     "TRLMazeConfig",
@@ -333,33 +333,15 @@ def provenance(config: dict, started: float) -> dict:
 
     Derived in: chapter 10.
     """
-    root = Path(__file__).resolve().parents[3]
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
+    code = git_state()
     if torch.cuda.is_available():
-        device = f"cuda: {torch.cuda.get_device_name(0)}"
+        device = f"cuda: {device_name('cuda')}"
     else:
-        cpuinfo = Path("/proc/cpuinfo")
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-            if line.startswith("model name")
-        ]
-        model = names[0] if names else platform.processor() or platform.machine()
-        device = f"cpu: {model}, {os.cpu_count()} cores"
+        device = f"cpu: {device_name('cpu')}, {os.cpu_count()} cores"
     return {
         "config": config,
-        "git_commit": commit or None,
-        "git_clean": (git("status", "--porcelain") == "") if commit else None,
+        "git_commit": code["commit"],
+        "git_clean": code["clean"],
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "versions": {
