@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from companion.maze.config import MazeConfig
+from companion.maze.data import distinct_problems, spanning_trees
 from companion.maze.env import (
     DONE,
     DOWN,
@@ -65,6 +66,25 @@ def test_draw_mazes_refuses_impossible_requests_instead_of_looping():
         draw_mazes(2, 1, rng, exclude=everything, distinct=False)
     repeats = draw_mazes(2, 100, rng, distinct=False)
     assert len(repeats) == 100 and len({m.key() for m in repeats}) <= 48
+
+
+def test_spanning_trees_and_distinct_problems():
+    """Kirchhoff's count against known values (OEIS A007341) and a float determinant."""
+    assert [spanning_trees(c) for c in range(1, 6)] == [1, 4, 192, 100352, 557568000]
+    for cells in (2, 3, 4, 5):
+        n = cells * cells
+        adjacency = np.zeros((n, n))
+        for r in range(cells):
+            for c in range(cells):
+                for nr, nc in ((r + 1, c), (r, c + 1)):
+                    if nr < cells and nc < cells:
+                        adjacency[r * cells + c, nr * cells + nc] = 1
+        adjacency += adjacency.T
+        laplacian = np.diag(adjacency.sum(1)) - adjacency
+        assert round(np.linalg.det(laplacian[1:, 1:])) == spanning_trees(cells)
+    assert distinct_problems(2) == 48 and distinct_problems(3) == 13824
+    rng = np.random.default_rng(0)
+    assert len({m.key() for m in draw_mazes(2, 48, rng)}) == 48  # every 2x2 problem is reachable
 
 
 def test_prim_mazes_are_perfect_by_counting_edges_and_connectivity():
@@ -149,18 +169,35 @@ def _with_wall_detour(maze: Maze, path: list[int]) -> list[int]:
     raise AssertionError("no wall beside the path")
 
 
+def _step_away_and_back(maze: Maze, path: list[int]) -> list[int]:
+    """``path`` then one move off GOAL into an open square and the move back."""
+    r, c = maze.goal
+    away = next(m for m, (dr, dc) in MOVES.items() if maze.open[r + dr, c + dc])
+    return path + [away, OPPOSITE[away]]
+
+
 def test_verify_batch_equals_verify_on_random_answers():
+    """Kinds of answer (i % 6): the BFS path + DONE (1); with a wall detour (0); at GOAL with
+    no DONE, then PAD (0); past GOAL and back + DONE (1); past GOAL + DONE (0); random."""
     rng = np.random.default_rng(5)
-    mazes = [prim_maze(3, rng) for _ in range(30)]
-    answers = []
+    mazes = [prim_maze(3, rng) for _ in range(36)]
+    answers, kinds = [], []
     for i, maze in enumerate(mazes):
-        if i % 3 == 0:
-            answer = bfs_path(maze) + [DONE]
-        elif i % 3 == 1:
-            answer = _with_wall_detour(maze, bfs_path(maze)) + [DONE]
+        path, kind = bfs_path(maze), i % 6
+        if kind == 0:
+            answer = path + [DONE]
+        elif kind == 1:
+            answer = _with_wall_detour(maze, path) + [DONE]
+        elif kind == 2:
+            answer = path  # reaches GOAL, never says DONE
+        elif kind == 3:
+            answer = _step_away_and_back(maze, path) + [DONE]
+        elif kind == 4:
+            answer = _step_away_and_back(maze, path)[:-1] + [DONE]  # DONE one square off
         else:
             answer = list(rng.choice([UP, DOWN, LEFT, RIGHT, DONE, PAD], size=rng.integers(1, 9)))
         answers.append((answer + [PAD] * 20)[:20])
+        kinds.append(kind)
     expected = [float(verify(m, a)) for m, a in zip(mazes, answers, strict=True)]
     got = verify_batch(
         torch.from_numpy(np.stack([m.open for m in mazes])),
@@ -169,7 +206,8 @@ def test_verify_batch_equals_verify_on_random_answers():
         torch.tensor(answers),
     )
     assert got.tolist() == expected
-    assert sum(expected) >= 10 and sum(expected[1::3]) == 0  # wall detours are rejected
+    by_kind = {k: {e for e, kk in zip(expected, kinds, strict=True) if kk == k} for k in range(5)}
+    assert by_kind == {0: {1.0}, 1: {0.0}, 2: {0.0}, 3: {1.0}, 4: {0.0}}
 
 
 def test_tokenizer_round_trip():

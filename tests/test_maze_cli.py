@@ -49,6 +49,8 @@ TINY = [
         ["sweep", "--samples", "1", "4"],
         ["--show-maze", "1"],
         ["--cells", "2", "--eval-mazes", "49"],
+        ["--eval-mazes", "14000"],  # more than the 13 824 problems of 3x3 cells: fails at once
+        ["--n-heads", "3"],
         ["--no-such-flag"],
     ],
 )
@@ -168,3 +170,18 @@ def test_a_bad_value_error_names_the_flag(flag, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([flag, "-1", "--out", str(tmp_path / "run")])
     assert f"{flag} must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--n-heads", "3"], ["--d-model", "--n-heads"]),
+        (["--rl-pool", "6000"], ["--rl-pool", "--train-pool"]),
+        (["--eval-mazes", "14000"], ["--eval-mazes", "--train-pool"]),
+    ],
+)
+def test_errors_between_two_values_name_both_flags(flags, named, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*flags, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert all(flag in err for flag in named) and "MazeConfig" not in err and "_" not in err

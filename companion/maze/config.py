@@ -119,15 +119,17 @@ class MazeConfig:
         prompt_length(self.cells)  # cells within the supported sizes
         if self.d_model % self.n_heads:
             raise ValueError(
-                f"MazeConfig: d_model {self.d_model} must be divisible by n_heads {self.n_heads}"
+                f"MazeConfig.d_model ({self.d_model}) must be divisible by MazeConfig.n_heads "
+                f"({self.n_heads})"
             )
         if self.rl_pool > self.train_pool:
             raise ValueError(
-                f"MazeConfig.rl_pool ({self.rl_pool}) cannot exceed train_pool ({self.train_pool})"
+                f"MazeConfig.rl_pool ({self.rl_pool}) cannot exceed MazeConfig.train_pool "
+                f"({self.train_pool})"
             )
         if self.probe_mazes > self.train_pool:
             raise ValueError(
-                f"MazeConfig.probe_mazes ({self.probe_mazes}) cannot exceed train_pool "
+                f"MazeConfig.probe_mazes ({self.probe_mazes}) cannot exceed MazeConfig.train_pool "
                 f"({self.train_pool}): the probe set is made of training mazes"
             )
         self.methods = _distinct("methods", self.methods, str)

@@ -53,16 +53,29 @@ def _style(name: str) -> dict:
 
 
 def coverage_figure(results: dict, baseline: str = "grpo", method: str = "maxrl"):
-    """Left: pass@k against k (log axis), mean over seeds, the baseline's best pass@k as a
-    horizontal line and ``method``'s k* marked. Right: each method's pass@k minus the
-    baseline's, with the 95 % paired bootstrap interval over held-out mazes as a band."""
+    """Left: pass@k against k (log axis), mean over seeds with error bars of one sample
+    standard deviation over seeds (ddof = 1), the baseline's best pass@k as a horizontal line and
+    ``method``'s k* marked. Right: each method's pass@k minus the baseline's, with the 95 %
+    paired bootstrap interval over held-out mazes as a band."""
     plt = _plt()
     n = eval_samples(results)
     ks = np.array(default_ks(n))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in model_names(results):
-        curve = pass_at_k_curves(results, name).mean(0)
-        left.plot(ks, curve[ks - 1], ls="--" if name == "sft" else "-", ms=5, **_style(name))
+    names = model_names(results)
+    shift = _offsets(names, 0.04)  # in log2 units of k, so that error bars do not overlap
+    for name in names:
+        curves = pass_at_k_curves(results, name)[:, ks - 1]  # (S, len(ks))
+        spread = curves.std(0, ddof=1) if len(curves) > 1 else None
+        left.errorbar(
+            ks * 2 ** shift[name],
+            curves.mean(0),
+            yerr=spread,
+            ls="--" if name == "sft" else "-",
+            ms=5,
+            capsize=2,
+            elinewidth=0.8,
+            **_style(name),
+        )
     best = pass_at_k_curves(results, baseline).mean(0)
     left.axhline(
         best[-1], color=method_color(baseline), lw=1, ls=":", label=f"{LABELS[baseline]}'s pass@{n}"
@@ -81,7 +94,7 @@ def coverage_figure(results: dict, baseline: str = "grpo", method: str = "maxrl"
         xscale="log",
         xlabel="$k$ (answers sampled per held-out maze)",
         ylabel="pass@$k$",
-        title=f"held-out pass@$k$, mean over {len(results['runs'])} seeds",
+        title=f"held-out pass@$k$, mean $\\pm$ sd over {len(results['runs'])} seeds",
     )
     left.set_xscale("log", base=2)
     left.legend(fontsize=8)
@@ -112,7 +125,9 @@ def coverage_figure(results: dict, baseline: str = "grpo", method: str = "maxrl"
 
 
 def sweep_figure(results: dict):
-    """:math:`-\\log \\mathrm{pass@}k` against N (log axes) per method, for k = 1 and k = n."""
+    """:math:`-\\log \\mathrm{pass@}k` against N (log N axis) per method, for k = 1 and k = n:
+    mean over seeds with error bars of one sample standard deviation (ddof = 1), the methods
+    shifted a little along N so that the bars do not overlap."""
     plt = _plt()
     n, samples = eval_samples(results), np.array(results["num_samples"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -122,7 +137,15 @@ def sweep_figure(results: dict):
         table = sweep_table(results, k)
         for method in methods:
             values = -np.log(table[method])  # (len(N), S)
-            ax.plot(samples * 2 ** shift[method], values.mean(1), ms=5, **_style(method))
+            ax.errorbar(
+                samples * 2 ** shift[method],
+                values.mean(1),
+                yerr=values.std(1, ddof=1) if values.shape[1] > 1 else None,
+                ms=5,
+                capsize=2,
+                elinewidth=0.8,
+                **_style(method),
+            )
         ax.axhline(
             -np.log(table["sft"]).mean(),
             color=method_color("sft"),
@@ -133,8 +156,8 @@ def sweep_figure(results: dict):
         ax.set_xscale("log", base=2)
         ax.set(
             xlabel="$N$ (rollouts per maze during RL)",
-            ylabel=f"$-\\log$ pass@{k}",
-            title=f"held-out $-\\log$ pass@{k}, mean over {len(results['runs'])} seeds",
+            ylabel=f"$-\\log$ pass@${k}$",
+            title=f"held-out $-\\log$ pass@${k}$, mean $\\pm$ sd over {len(results['runs'])} seeds",
         )
         ax.set_xticks(samples, [str(s) for s in samples])
         ax.legend(fontsize=8)
@@ -156,7 +179,11 @@ def training_figure(results: dict, ks: tuple[int, ...]):
             for row in values:
                 ax.plot(steps, row, color=method_color(method), lw=0.6, alpha=0.35)
             ax.plot(steps, values.mean(0), ms=4, **_style(method))
-        ax.set(xlabel="RL step", ylabel=f"held-out pass@{k}", title=f"held-out pass@{k}")
+        ax.set(
+            xlabel="RL step",
+            ylabel=f"held-out pass@${k}$",
+            title=f"held-out pass@${k}$ (thick: mean, thin: each seed)",
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -164,7 +191,8 @@ def training_figure(results: dict, ks: tuple[int, ...]):
 
 def probe_figure(results: dict):
     """Mean reward on the fixed probe set of training mazes over RL steps (0 = after SFT);
-    left: mean over seeds with the seeds' range as a band; right: minus GRPO's, per seed."""
+    left: mean over seeds with the seeds' range as a band; right: each method's curve minus
+    GRPO's on the same seed, averaged over seeds, with the seeds' range as a band."""
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     _, grpo = probe_curve(results, "grpo") if "grpo" in results["config"]["methods"] else (0, 0)
@@ -173,16 +201,24 @@ def probe_figure(results: dict):
         left.fill_between(
             steps, values.min(0), values.max(0), color=method_color(method), alpha=0.12, lw=0
         )
-        left.plot(steps, values.mean(0), ms=3, markevery=3, **_style(method))
+        left.plot(steps, values.mean(0), ms=3, **_style(method))
         if method != "grpo":
-            right.plot(steps, (values - grpo).mean(0), ms=3, markevery=3, **_style(method))
+            gap = values - grpo  # (S, T), seed by seed
+            right.fill_between(
+                steps, gap.min(0), gap.max(0), color=method_color(method), alpha=0.12, lw=0
+            )
+            right.plot(steps, gap.mean(0), ms=3, **_style(method))
     right.axhline(0, color=method_color("grpo"), lw=1)
     left.set(
         xlabel="RL step",
         ylabel="mean reward on the probe mazes",
         title="fixed probe set of training mazes (band: seeds' range)",
     )
-    right.set(xlabel="RL step", ylabel="minus GRPO's", title="difference to GRPO, mean over seeds")
+    right.set(
+        xlabel="RL step",
+        ylabel="probe reward minus GRPO's",
+        title="difference to GRPO (band: seeds' range)",
+    )
     left.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -198,7 +234,7 @@ def histogram_figure(results: dict):
         rates = counts(results, name).ravel() / n
         ax.hist(rates, bins=bins, color=method_color(name))
         ax.set(title=LABELS[name], xlabel="pass rate $c/n$")
-    axes[0].set_ylabel("held-out mazes x seeds")
+    axes[0].set_ylabel(r"held-out mazes $\times$ seeds")
     fig.tight_layout()
     return fig
 
