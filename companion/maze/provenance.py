@@ -15,10 +15,10 @@ import os
 import pathlib
 import platform
 import re
-import subprocess
 
 import torch
 
+from companion.provenance import device_name, git_state
 from companion.runtime import atomic_write
 
 
@@ -75,42 +75,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device) -> dict
     return state
 
 
-def _git(*args: str) -> str | None:
-    root = pathlib.Path(__file__).resolve().parents[2]
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=20, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def device_name(device: str | torch.device) -> str:
-    """The GPU's name on CUDA, else the CPU's model name."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def provenance(config_dict: dict, command: str | None = None) -> dict:
     """The block committed with every result, taken when a command starts: the exact config,
     the git commit and whether the tracked files outside ``book/results`` were clean, the
     device, torch and Python versions, torch threads, the command and the start time (UTC).
     The command adds ``wall_seconds`` when it ends."""
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!book/results")
+    code = git_state("book/results")
     device = config_dict.get("device", "cpu")
     return {
         "config": config_dict,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_clean": None if status is None else status == "",
+        "git_commit": code["commit"],
+        "git_clean": code["clean"],
         "device": device,
         "device_name": device_name(device),
         "torch": torch.__version__,
