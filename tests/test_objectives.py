@@ -372,3 +372,74 @@ def test_autograd_flows_through_every_objective():
     ]:
         (gradient,) = torch.autograd.grad(fn(p).sum(), p)
         torch.testing.assert_close(gradient, derivative(p.detach()))
+
+
+def _autograd(fn, values, dtype=torch.float64, create_graph=False):
+    p = torch.tensor(values, dtype=dtype, requires_grad=True)
+    (gradient,) = torch.autograd.grad(fn(p).sum(), p, create_graph=create_graph)
+    return p, gradient
+
+
+def _series_derivative(p: float, T: int) -> float:
+    """w'(p) = -sum_{k=1}^{T-1} k (1-p)^(k-1), summed in exact rationals (a loop spec)."""
+    from fractions import Fraction
+
+    q = 1 - Fraction(p)
+    return float(-sum(k * q ** (k - 1) for k in range(1, T)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_autograd_of_pass_and_fail_at_k_is_exact_at_the_end_points(k, dtype):
+    # d/dp pass@k = k (1-p)^(k-1): k at p = 0; 1 (k = 1) or 0 at p = 1. Through log1p(-p)
+    # autograd would meet 0 * inf at p = 1 and return NaN.
+    values = [0.0, 0.5, 1.0]
+    expected = torch.tensor([k * (1 - x) ** (k - 1) for x in values], dtype=dtype)
+    _, gradient = _autograd(lambda p: pass_at_k(p, k), values, dtype)
+    torch.testing.assert_close(gradient, expected, rtol=1e-6, atol=0)
+    _, gradient = _autograd(lambda p: fail_at_k(p, k), values, dtype)
+    torch.testing.assert_close(gradient, -expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "T", [1, 2, 8, 4096, 4097, 10**6, 10**300], ids=["1", "2", "8", "4096", "4097", "1e6", "1e300"]
+)
+def test_autograd_of_j_maxrl_is_the_weight_everywhere(T):
+    # dJ/dp = w(p) = (1-(1-p)^T)/p: T at p = 0, 1 at p = 1, and exact where the integral form
+    # switches pieces (T p = 1e-9, where differentiating the pieces counted the edge twice)
+    # and at tiny p (where differentiating the quadrature lost seven digits).
+    values = [0.0, 1e-300, 1e-9 / T, 1e-12, 0.5, 1.0]
+    _, gradient = _autograd(lambda p: j_maxrl(p, T), values)
+    with mpmath.workdps(50):
+        exact = [
+            1.0 if x == 1.0 else float(-mpmath.expm1(T * mpmath.log1p(-mpmath.mpf(x))) / x)
+            for x in values[1:]
+        ]
+    assert float(gradient[0]) == float(T)
+    torch.testing.assert_close(
+        gradient[1:], torch.tensor(exact, dtype=torch.float64), rtol=1e-12, atol=0
+    )
+
+
+@pytest.mark.parametrize("T", [1, 2, 4, 8, 50])
+def test_autograd_of_weight_maxrl_is_exact_at_the_end_points(T):
+    # w'(p) = -sum_{k<T} k (1-p)^(k-1): -T(T-1)/2 at p = 0, -1 at p = 1 (0 when T = 1).
+    values = [0.0, 0.3, 1.0]
+    _, gradient = _autograd(lambda p: weight("maxrl", p, T), values)
+    expected = torch.tensor([_series_derivative(x, T) for x in values], dtype=torch.float64)
+    torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-12)
+    # j_maxrl's second derivative is the weight's derivative.
+    p, first = _autograd(lambda p: j_maxrl(p, T), values, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), p)
+    torch.testing.assert_close(second, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_derivative_beyond_float64_raises():
+    p = torch.tensor([0.0, 0.5], dtype=torch.float64, requires_grad=True)
+    value = j_maxrl(p, 10**400)  # the value at p = 0 is -H_T, finite
+    assert math.isfinite(float(value[0].detach()))
+    with pytest.raises(OverflowError, match=r"^j_maxrl: the derivative at p = 0"):
+        value.sum().backward()
+    with pytest.raises(OverflowError, match=r"^weight\('maxrl'\): the derivative at p = 0"):
+        weight("maxrl", p, 10**200)  # -T(T-1)/2 = -5e399 at p = 0
+    assert float(weight("maxrl", p.detach(), 10**200)[1]) == 2.0  # without grad: no derivative
