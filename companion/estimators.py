@@ -144,13 +144,25 @@ def _check_eps(eps: object) -> float:
 
 
 def _normalised(work: torch.Tensor, eps: float | torch.Tensor, dof: int) -> torch.Tensor | None:
-    """``(r - mean) / (std + eps)`` per row, or None if a statistic overflowed."""
+    """``(r - mean) / (std + eps)`` per row, or None where the scaled units are needed.
+
+    None if a statistic overflowed, or if the squares of a non-constant group fell below the
+    dtype's normal range while ``eps`` is too small to hide the lost precision (with
+    ``eps >= sqrt(tiny) / machine eps`` the std is below one rounding unit of ``eps`` there).
+    """
     centred = _deviations(work)  # (P, N)
     # Sum of squares by torch's cascade summation (vector_norm accumulates less precisely).
     squares = (centred * centred).sum(dim=1, keepdim=True)  # (P, 1)
     if not bool(torch.isfinite(squares).all()):  # an inf or NaN in centred shows here too
         return None
+    info = torch.finfo(squares.dtype)
+    if isinstance(eps, float) and eps < math.sqrt(info.tiny) / info.eps:
+        flushed = squares[:, 0] < info.tiny  # (P,); a constant group has centred exactly 0
+        if bool(flushed.any()) and bool(centred[flushed].any()):
+            return None
     denominator = (squares / dof).sqrt() + eps
+    # An eps below the dtype's range adds 0: a constant group then gives 0, not 0 / 0.
+    denominator = denominator.masked_fill(denominator == 0, 1.0)
     if centred.requires_grad:  # autograd keeps centred for the product's backward
         return centred / denominator
     return centred.div_(denominator)
@@ -178,8 +190,10 @@ def grpo(
 
     Differentiable with respect to ``rewards`` (e.g. for a learned reward model). Computed in
     float32 for float16/bfloat16 rewards and rounded back; rewards so large that the squares
-    overflow are handled in units of a power of two per group (:math:`A` is unchanged when
-    rewards and ``eps`` are scaled together), so the result is never a spurious 0 or NaN.
+    overflow, or so close together that the squares underflow while ``eps`` is tinier still,
+    are handled in units of a power of two per group (:math:`A` is unchanged when rewards and
+    ``eps`` are scaled together), so the result is never a spurious 0 or NaN; a constant group
+    gets 0 even where ``eps`` is below the dtype's range.
 
     Derived in: chapter 3 (weight), chapter 6 (exact expectation).
     """
@@ -195,9 +209,12 @@ def grpo(
     eps = _check_eps(eps)
     dof = rewards.shape[1] - 1 if unbiased else rewards.shape[1]
     advantages = _normalised(work, eps, dof)
-    if advantages is None:  # |r| near the dtype's maximum: the same formula in scaled units
+    if advantages is None:  # |r| or its spread at the dtype's limits: the formula in scaled units
         row_scale = _row_scale(work)
-        advantages = _normalised(work / row_scale, eps / row_scale, dof)
+        # eps in the same units, divided in float64 (a number over a tensor is computed as a
+        # product with the reciprocal, which overflows for a subnormal scale).
+        eps_scaled = (torch.full_like(row_scale, eps, dtype=torch.float64) / row_scale).to(work)
+        advantages = _normalised(work / row_scale, eps_scaled, dof)
     return narrowed(advantages, rewards.dtype, "grpo")
 
 
