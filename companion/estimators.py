@@ -160,7 +160,11 @@ def _normalised(work: torch.Tensor, eps: float | torch.Tensor, dof: int) -> torc
         flushed = squares[:, 0] < info.tiny  # (P,); a constant group has centred exactly 0
         if bool(flushed.any()) and bool(centred[flushed].any()):
             return None
-    denominator = (squares / dof).sqrt() + eps
+    # sqrt's derivative is infinite at 0: a constant group takes the std 0 by selection, so its
+    # gradient is (I - 1/N) / eps, the derivative of A there, instead of 0 * inf = NaN.
+    positive = squares > 0
+    spread = (torch.where(positive, squares, torch.ones_like(squares)) / dof).sqrt()
+    denominator = torch.where(positive, spread, torch.zeros_like(spread)) + eps
     # An eps below the dtype's range adds 0: a constant group then gives 0, not 0 / 0.
     denominator = denominator.masked_fill(denominator == 0, 1.0)
     if centred.requires_grad:  # autograd keeps centred for the product's backward

@@ -329,6 +329,25 @@ def test_grpo_is_differentiable(scale, unbiased):
     torch.testing.assert_close(gradient * factor, reference, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_grpo_gradient_at_a_constant_group_is_finite_and_exact(unbiased):
+    # Near a constant group A(r + t v) = t v_c / (t std(v) + eps) = t v_c / eps + O(t^2): the
+    # derivative is the centring map over eps. Through sqrt at 0 autograd would give NaN.
+    rewards = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    rewards.requires_grad_(True)
+    upstream = torch.tensor([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]], dtype=torch.float64)
+    (gradient,) = torch.autograd.grad((grpo(rewards, unbiased=unbiased) * upstream).sum(), rewards)
+    assert bool(torch.isfinite(gradient).all())
+    expected = (upstream[0] - upstream[0].mean()) / 1e-6
+    torch.testing.assert_close(gradient[0], expected, rtol=1e-12, atol=0)
+    direction = torch.tensor([0.3, -0.1, 0.5], dtype=torch.float64)
+    step = 1e-12  # t std(v) / eps ~ 3e-7: the finite difference is the derivative to 1e-6
+    moved = grpo((step * direction)[None], unbiased=unbiased)[0]  # 0 + t v: no rounding
+    torch.testing.assert_close(
+        (moved * upstream[0]).sum() / step, gradient[0] @ direction, rtol=1e-5, atol=0
+    )
+
+
 def test_rloo_is_differentiable():
     rewards = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(rloo, rewards)
