@@ -51,10 +51,11 @@ def test_symmetry_check_reverses_at_most_64_rows_including_both_ends(n):
         return rewards.clone()
 
     group_weight(recording, 0.5, n)
-    assert [tuple(c.shape) for c in calls[::2]] == [(n, n), (n, n)]  # the two full tables
-    for table, checked in ((calls[0], calls[1]), (calls[2], calls[3])):
-        assert checked.shape == (min(n, 64), n)
-        reversed_rows = checked.flip(1)
+    rows = min(n, 64)
+    # per first reward: the full table (one block at these N), the checked rows reversed, and as is
+    assert [tuple(c.shape) for c in calls] == [(n, n), (rows, n), (rows, n)] * 2
+    for table, reversed_group in ((calls[0], calls[1]), (calls[3], calls[4])):
+        reversed_rows = reversed_group.flip(1)
         assert torch.equal(reversed_rows[0], table[0])
         assert torch.equal(reversed_rows[-1], table[-1])
 
