@@ -88,8 +88,11 @@ def _times(count: int, log_fail, xp):
 
 
 def _float(count: int) -> float:
-    """``count`` as a float, ``inf`` beyond float64's range (``10**400``)."""
-    return float(count) if abs(count) < 1e308 else (math.inf if count > 0 else -math.inf)
+    """``count >= 0`` as a float, ``inf`` beyond float64's range (``2 * 10**308``)."""
+    try:
+        return float(count)
+    except OverflowError:
+        return math.inf
 
 
 def _with_end_points(work, compute, slopes: dict[float, float], name: str):
