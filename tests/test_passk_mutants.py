@@ -5,7 +5,6 @@ edges, whatever container holds the count; scalar input gives a plain float; no 
 edges of the estimators' domain; log r_k near the singularity; the early stop of the J sum.
 """
 
-import math
 import re
 import warnings
 from fractions import Fraction
@@ -14,6 +13,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from test_passk import fail_ratio, mp_log_fail_ratio
 
 import companion.passk as passk
 from companion.passk import estimate_j_maxrl, estimate_pass_at_k
@@ -21,22 +21,6 @@ from companion.passk import estimate_j_maxrl, estimate_pass_at_k
 REL = 1e-13
 ESTIMATORS = {"estimate_pass_at_k": estimate_pass_at_k, "estimate_j_maxrl": estimate_j_maxrl}
 ORDER = {"estimate_pass_at_k": "k", "estimate_j_maxrl": "T"}
-
-
-def fail_ratio(n: int, c: int, k: int) -> Fraction:
-    """C(n-c, k) / C(n, k) with exact integers (0 when n - c < k)."""
-    return Fraction(math.comb(n - c, k), math.comb(n, k))
-
-
-def mp_log_fail_ratio(n: int, c: int, k: int) -> mpmath.mpf:
-    """log C(n-c, k)/C(n, k) to 80 digits."""
-    with mpmath.workdps(80):
-        return (
-            mpmath.loggamma(n - c + 1)
-            - mpmath.loggamma(n - c - k + 1)
-            - mpmath.loggamma(n + 1)
-            + mpmath.loggamma(n - k + 1)
-        )
 
 
 # -- messages ------------------------------------------------------------------------------
