@@ -68,7 +68,7 @@ def _reject_out_of_range(value, array: np.ndarray, name: str, caller: str) -> No
     elif np.issubdtype(array.dtype, np.unsignedinteger):
         outside += array[array > _INT64_MAX].tolist()
     elif np.issubdtype(array.dtype, np.floating):
-        outside += array[np.abs(array) >= 2.0**63].tolist()
+        outside += array[np.abs(array) >= np.float64(2.0**63)].tolist()  # not in float16
     if outside:
         raise ValueError(
             f"{caller}: {name} = {outside[0]!r} lies outside the supported range of counts "
@@ -145,7 +145,8 @@ def _log_fail_ratio(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> np.ndarray:
     m, s = np.minimum(c, k), np.maximum(c, k)
     gap = n - c - k  # >= 0: the first term has x - s = gap + 1
     s_f = s.astype(np.float64)
-    first_x = (n - m + 1).astype(np.float64)  # exact below 2**53, rounded once above
+    # exact below 2**53, rounded once above; in uint64, as n - m + 1 = 2**63 at m = 0
+    first_x = ((n - m).astype(np.uint64) + np.uint64(1)).astype(np.float64)
     first_gap = (gap + 1).astype(np.float64)
     total = np.zeros(n.shape)
     m_max = int(m.max()) if m.size else 0
@@ -157,7 +158,8 @@ def _log_fail_ratio(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> np.ndarray:
     # x from n - m + D + 1 to n, D = _DIRECT_TERMS: integral over [alpha, beta] + corrections
     width = np.maximum(m - _DIRECT_TERMS, 0).astype(np.float64)
     alpha = (n - m).astype(np.float64) + (_DIRECT_TERMS + 0.5)
-    alpha_gap = (gap + _DIRECT_TERMS).astype(np.float64) + 0.5  # alpha - s
+    # alpha - s; in uint64, as gap + D can pass 2**63 - 1 where m < D (a row left unused)
+    alpha_gap = (gap.astype(np.uint64) + np.uint64(_DIRECT_TERMS)).astype(np.float64) + 0.5
     beta = n.astype(np.float64) + 0.5
     beta_gap = (n - s).astype(np.float64) + 0.5  # beta - s
     # int_alpha^beta log(1 - s/x) dx = [(x-s) log(x-s) - x log x]_alpha^beta, regrouped so
@@ -292,7 +294,8 @@ def _sum_fail_ratios(n: np.ndarray, c: np.ndarray, T: int) -> np.ndarray:
             # the rest is at most r_K n / (K c) (ratios fall by >= 1 - c/n): stop when tiny
             end = np.minimum(start + width - 1, last[rows])
             ratio_end = np.take_along_axis(ratios, (end - start)[:, None], axis=1)[:, 0]
-            done = (end >= last[rows]) | (ratio_end * n[rows] / (end * c[rows]) < 1e-17 * running)
+            tail = ratio_end / end * (n[rows] / c[rows])  # in float: end * c overflows int64
+            done = (end >= last[rows]) | (tail < 1e-17 * running)
             total[rows[done]] += compensation[done]
             rows, compensation = rows[~done], compensation[~done]
             start += width

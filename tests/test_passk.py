@@ -152,7 +152,7 @@ def test_pass_at_k_memory_does_not_grow_with_n():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert value == pytest.approx(1e-12, rel=REL)
+    assert value == pytest.approx(1e-12, rel=REL, abs=0)
     assert peak < 100_000  # bytes; the old table of size n would need 7 TiB
 
 
@@ -161,8 +161,8 @@ def test_largest_int64_count_works_without_warnings():
         warnings.simplefilter("error")
         value = estimate_pass_at_k(2**63 - 1, 1, 1)
         j_value = estimate_j_maxrl(2**63 - 1, 2**63 - 2, 1)
-    assert value == pytest.approx(1 / (2**63 - 1), rel=REL)
-    assert j_value == pytest.approx(-1 / (2**63 - 1), rel=REL)
+    assert value == pytest.approx(1 / (2**63 - 1), rel=REL, abs=0)
+    assert j_value == pytest.approx(-1 / (2**63 - 1), rel=REL, abs=0)
 
 
 @pytest.mark.parametrize(
