@@ -60,3 +60,19 @@ def test_subnormal_rewards_with_the_default_eps_are_not_flushed(row):
     expected = torch.tensor(grpo_float64(row, 1e-6), dtype=torch.float64)
     assert bool((got != 0).all())
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    "row, eps",
+    [
+        # eps below float32's smallest subnormal: it must reach the scaled units from float64
+        # (as a float32 it would first round to 2**-149 and give A = 0.29 instead of 0.35)
+        ([0.0, 2.0**-149], 1e-45),
+        # squares flushed to 0 while eps = 1e-18 is too small to hide the lost std (1.4e-23)
+        ([0.0, 2e-23], 1e-18),
+    ],
+)
+def test_tiny_spreads_with_tiny_eps_match_float64(row, eps):
+    rewards = torch.tensor([row], dtype=torch.float32)
+    expected = grpo(rewards.double(), eps=eps)
+    torch.testing.assert_close(grpo(rewards, eps=eps).double(), expected, rtol=2e-6, atol=0)
