@@ -61,7 +61,7 @@ bench: $(STAMP)
 # Mutation testing, not part of `make test`: mutmut (configured in pyproject.toml) changes the
 # code in MUTATE one small edit at a time and runs the unit tests against each mutant; a mutant
 # that no test notices is listed by `mutmut results` (inspect one with `mutmut show NAME`).
-# The default, the core modules, took 71 minutes on 2 busy cores (tests/mutation_testing.md),
+# The default, the core modules, takes about 17 minutes on 2 cores (tests/mutation_testing.md),
 # against the core's own unit tests; `make mutants MUTATE=companion/` mutates everything and
 # adds the experiments' tests (many hours). Any list of files or folders works, e.g. MUTATE=companion/passk.py.
 CORE_MODULES := $(patsubst %,companion/%.py,estimators objectives passk exact _checks runtime)
