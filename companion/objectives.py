@@ -267,8 +267,7 @@ def _truncated_log(p, T: int, xp):
 
 
 class _TruncatedLog(torch.autograd.Function):
-    r"""``j_maxrl`` with the derivative :math:`w(p)` itself (chapter 3): no NaN at ``p = 0``
-    or ``1``, no digits lost by differentiating the quadrature at tiny ``p``."""
+    r"""``j_maxrl`` with the derivative :math:`w(p)` itself (chapter 3), exact at p = 0 and 1."""
 
     @staticmethod
     def forward(ctx, p, T):
@@ -366,11 +365,9 @@ def weight(method: Method, p: PassRate, T: int | float | None = None) -> PassRat
     that does not fit the result's dtype (``1/p`` at ``p = 1e-310``, or float16 input) raises
     ``OverflowError`` instead of returning inf.
 
-    Autograd through ``weight("maxrl")`` is exact at ``p = 0`` (:math:`-T(T-1)/2`) and
-    ``p = 1`` (-1, or 0 when ``T = 1``). In between it differentiates
-    ``-expm1(T log1p(-p)) / p``, whose two terms cancel when ``T p`` is small: relative error
-    about 1e-12 at ``T p = 1e-4`` and up to 1e-6 at ``T p = 1e-10``, with no correct digit
-    once ``p**2`` underflows (``p < 1e-154``).
+    Autograd through ``weight("maxrl")`` is exact at ``p = 0`` (:math:`-T(T-1)/2`) and ``p = 1``
+    (-1; 0 if ``T = 1``); in between, ``-expm1(T log1p(-p)) / p`` cancels when ``T p`` is small:
+    relative error about 1e-12 at ``T p = 1e-4``, up to 1e-6 at 1e-10, none right for p < 1e-154.
 
     Derived in: chapter 3.
     """
