@@ -238,9 +238,8 @@ def _truncated_log_integral(p, T: int, xp):
     # Length of the flat piece: v = log s from max(log p, log(50/T)) to 0.
     flat = _clip(-log_p, None, log_T - u_high, xp)
     # Closed form on [p, 1e-9/T] in x = T min(p, 1e-9/T), which lies in [0, 1e-9].
-    with np.errstate(over="ignore"):
-        # T p (capped before exp when T is huge, so that no inf reaches autograd)
-        scaled = float(T) * p if T < 1e300 else xp.exp(_clip(log_p + log_T, None, -20.0, xp))
+    # T p (capped before exp when T is huge: nothing overflows, no inf reaches autograd)
+    scaled = float(T) * p if T < 1e300 else xp.exp(_clip(log_p + log_T, None, -20.0, xp))
     x = _clip(scaled, None, 1e-9, xp)
     series = (1e-9 - x) * (1.0 + math.expm1(-log_T) / 4.0 * (1e-9 + x))  # expm1 = -(1 - 1/T)
     # Gauss-Legendre on [start, u_high] in u, empty (width 0) where T p >= 50.
